@@ -1,0 +1,595 @@
+//! Configuration in two stages: [`RawConfig`] is what the user wrote (serde, unknown keys are
+//! errors that name the key); [`Config`] is validated and resolved (addresses, durations,
+//! absolute paths, agents). Nothing here touches the system beyond reading the file.
+//!
+//! Layers, later wins: built-in defaults, the file (`--config`, `OUTPOST_CONFIG`, else
+//! `/etc/outpost/outpost.toml` when it exists), `OUTPOST_LISTEN` / `OUTPOST_DATA_DIR`, CLI flags.
+
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// The file read when no other is named and it exists.
+pub const SYSTEM_CONFIG: &str = "/etc/outpost/outpost.toml";
+
+/// What went wrong reading or checking a configuration; the message names the key.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("reading {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("{key}: {message}")]
+    Invalid { key: String, message: String },
+}
+
+fn invalid(key: impl Into<String>, message: impl Into<String>) -> Error {
+    Error::Invalid {
+        key: key.into(),
+        message: message.into(),
+    }
+}
+
+/// The file as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawConfig {
+    pub server: RawServer,
+    pub tls: RawTls,
+    pub store: RawStore,
+    pub auth: RawAuth,
+    pub log: RawLog,
+    pub agents: Option<BTreeMap<String, RawAgent>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawServer {
+    pub listen: Vec<String>,
+    pub public_url: String,
+    pub max_connections: usize,
+    pub max_body_bytes: usize,
+    pub header_timeout_s: u64,
+    pub shutdown_timeout_s: u64,
+    pub allow_plain_on_network: bool,
+}
+
+impl Default for RawServer {
+    fn default() -> Self {
+        RawServer {
+            listen: vec!["127.0.0.1:8000".into()],
+            public_url: String::new(),
+            max_connections: 4096,
+            max_body_bytes: 1024 * 1024,
+            header_timeout_s: 10,
+            shutdown_timeout_s: 20,
+            allow_plain_on_network: false,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawTls {
+    pub mode: String,
+    pub cert: String,
+    pub key: String,
+}
+
+impl Default for RawTls {
+    fn default() -> Self {
+        RawTls {
+            mode: "off".into(),
+            cert: String::new(),
+            key: String::new(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawStore {
+    pub data_dir: String,
+}
+
+impl Default for RawStore {
+    fn default() -> Self {
+        RawStore {
+            data_dir: "./outpost-data".into(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawAuth {
+    pub token_ttl: String,
+    pub login_attempts_per_minute: u32,
+}
+
+impl Default for RawAuth {
+    fn default() -> Self {
+        RawAuth {
+            token_ttl: "12h".into(),
+            login_attempts_per_minute: 10,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawLog {
+    pub level: String,
+    pub format: String,
+}
+
+impl Default for RawLog {
+    fn default() -> Self {
+        RawLog {
+            level: "info".into(),
+            format: "text".into(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAgent {
+    pub display_name: Option<String>,
+    #[serde(default)]
+    pub description: String,
+    #[serde(default = "default_owner")]
+    pub owner: String,
+    #[serde(default)]
+    pub shared_with: Vec<String>,
+    #[serde(default)]
+    pub engine: EngineConfig,
+    #[serde(default = "default_max_concurrent")]
+    pub max_concurrent: usize,
+    #[serde(default = "default_agent_timeout")]
+    pub timeout: String,
+}
+
+fn default_owner() -> String {
+    "admin".into()
+}
+fn default_max_concurrent() -> usize {
+    4
+}
+fn default_agent_timeout() -> String {
+    "10m".into()
+}
+
+/// How an agent's turns are produced; see `engines`.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
+pub enum EngineConfig {
+    /// Built in: repeats the message word by word.
+    Echo {
+        #[serde(default)]
+        delay_ms: u64,
+    },
+    /// A local CLI agent run once per turn, speaking stream-json on stdout.
+    Command {
+        program: String,
+        #[serde(default)]
+        args: Vec<String>,
+        #[serde(default)]
+        workdir: Option<PathBuf>,
+        #[serde(default)]
+        env: BTreeMap<String, String>,
+        #[serde(default)]
+        resume_args: Vec<String>,
+    },
+    /// An OpenAI-compatible `/chat/completions` server with streaming.
+    #[serde(rename = "openai")]
+    OpenAi {
+        base_url: String,
+        model: String,
+        #[serde(default)]
+        api_key: Option<String>,
+        #[serde(default)]
+        system_prompt: Option<String>,
+    },
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig::Echo { delay_ms: 0 }
+    }
+}
+
+impl EngineConfig {
+    /// The kind name as written in the file and shown by the API.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            EngineConfig::Echo { .. } => "echo",
+            EngineConfig::Command { .. } => "command",
+            EngineConfig::OpenAi { .. } => "openai",
+        }
+    }
+}
+
+/// How connections are secured.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Tls {
+    Off,
+    /// A self-signed certificate made at first start and kept in the data dir.
+    Auto,
+    Files {
+        cert: PathBuf,
+        key: PathBuf,
+    },
+}
+
+/// Log line format on stderr.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// One agent as configured.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AgentConfig {
+    pub name: String,
+    pub display_name: String,
+    pub description: String,
+    pub owner: String,
+    pub shared_with: Vec<String>,
+    pub engine: EngineConfig,
+    pub max_concurrent: usize,
+    pub timeout: Duration,
+}
+
+/// The validated configuration the daemon runs with.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Config {
+    pub listen: Vec<SocketAddr>,
+    pub public_url: Option<String>,
+    pub max_connections: usize,
+    pub max_body_bytes: usize,
+    pub header_timeout: Duration,
+    pub shutdown_timeout: Duration,
+    pub allow_plain_on_network: bool,
+    pub tls: Tls,
+    pub data_dir: PathBuf,
+    pub token_ttl: Duration,
+    pub login_attempts_per_minute: u32,
+    pub log_level: String,
+    pub log_format: LogFormat,
+    pub agents: Vec<AgentConfig>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config::from_raw(RawConfig::default()).expect("built-in defaults are valid")
+    }
+}
+
+/// What the command line says, which wins over everything else.
+#[derive(Clone, Debug, Default)]
+pub struct Overrides {
+    pub config: Option<PathBuf>,
+    pub listen: Option<String>,
+    pub data_dir: Option<PathBuf>,
+}
+
+/// Loads the configuration through the layers; `env` looks up variables (tests pass a map).
+pub fn load(overrides: &Overrides, env: impl Fn(&str) -> Option<String>) -> Result<Config, Error> {
+    let path = overrides
+        .config
+        .clone()
+        .or_else(|| env("OUTPOST_CONFIG").map(PathBuf::from))
+        .or_else(|| Some(PathBuf::from(SYSTEM_CONFIG)).filter(|p| p.exists()));
+    let mut raw = match &path {
+        Some(path) => read_file(path)?,
+        None => RawConfig::default(),
+    };
+    if let Some(listen) = env("OUTPOST_LISTEN") {
+        raw.server.listen = split_list(&listen);
+    }
+    if let Some(dir) = env("OUTPOST_DATA_DIR") {
+        raw.store.data_dir = dir;
+    }
+    if let Some(listen) = &overrides.listen {
+        raw.server.listen = split_list(listen);
+    }
+    if let Some(dir) = &overrides.data_dir {
+        raw.store.data_dir = dir.to_string_lossy().into_owned();
+    }
+    Config::from_raw(raw)
+}
+
+/// Reads and parses one file (first stage only).
+pub fn read_file(path: &Path) -> Result<RawConfig, Error> {
+    let text = std::fs::read_to_string(path).map_err(|source| Error::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    parse(&text).map_err(|message| Error::Parse {
+        path: path.to_path_buf(),
+        message,
+    })
+}
+
+/// Parses TOML text into the first stage.
+pub fn parse(text: &str) -> Result<RawConfig, String> {
+    toml::from_str(text).map_err(|err| err.to_string().trim_end().to_string())
+}
+
+fn split_list(text: &str) -> Vec<String> {
+    text.split(',')
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .collect()
+}
+
+impl Config {
+    /// The second stage: checks every value and resolves it.
+    pub fn from_raw(raw: RawConfig) -> Result<Config, Error> {
+        let listen = raw
+            .server
+            .listen
+            .iter()
+            .map(|text| {
+                text.parse::<SocketAddr>().map_err(|_| {
+                    invalid("server.listen", format!("{text:?} is not an address:port"))
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        if listen.is_empty() {
+            return Err(invalid("server.listen", "needs at least one address"));
+        }
+        let tls = match raw.tls.mode.as_str() {
+            "off" => Tls::Off,
+            "auto" => Tls::Auto,
+            "files" => {
+                if raw.tls.cert.is_empty() || raw.tls.key.is_empty() {
+                    return Err(invalid("tls.cert", "mode \"files\" needs tls.cert and tls.key"));
+                }
+                Tls::Files {
+                    cert: absolute(&raw.tls.cert),
+                    key: absolute(&raw.tls.key),
+                }
+            }
+            other => {
+                return Err(invalid(
+                    "tls.mode",
+                    format!("{other:?} is not one of \"auto\", \"files\", \"off\""),
+                ))
+            }
+        };
+        if tls == Tls::Off && !raw.server.allow_plain_on_network {
+            if let Some(addr) = listen.iter().find(|a| !a.ip().is_loopback()) {
+                return Err(invalid(
+                    "tls.mode",
+                    format!("plain HTTP on {addr} would expose tokens to the network: use tls.mode = \"auto\" or set server.allow_plain_on_network = true"),
+                ));
+            }
+        }
+        let nonzero = |key: &str, value: usize| {
+            if value == 0 {
+                Err(invalid(key, "must be greater than 0"))
+            } else {
+                Ok(value)
+            }
+        };
+        let data_dir = raw.store.data_dir.trim();
+        if data_dir.is_empty() {
+            return Err(invalid("store.data_dir", "must not be empty"));
+        }
+        let log_format = match raw.log.format.as_str() {
+            "text" => LogFormat::Text,
+            "json" => LogFormat::Json,
+            other => {
+                return Err(invalid(
+                    "log.format",
+                    format!("{other:?} is not \"text\" or \"json\""),
+                ))
+            }
+        };
+        let agents = match raw.agents {
+            None => vec![default_agent()],
+            Some(agents) => agents
+                .into_iter()
+                .map(|(name, agent)| agent_from_raw(name, agent))
+                .collect::<Result<_, _>>()?,
+        };
+        Ok(Config {
+            listen,
+            public_url: Some(raw.server.public_url).filter(|u| !u.is_empty()),
+            max_connections: nonzero("server.max_connections", raw.server.max_connections)?,
+            max_body_bytes: nonzero("server.max_body_bytes", raw.server.max_body_bytes)?,
+            header_timeout: Duration::from_secs(
+                nonzero("server.header_timeout_s", raw.server.header_timeout_s as usize)? as u64,
+            ),
+            shutdown_timeout: Duration::from_secs(raw.server.shutdown_timeout_s),
+            allow_plain_on_network: raw.server.allow_plain_on_network,
+            tls,
+            data_dir: absolute(data_dir),
+            token_ttl: parse_duration(&raw.auth.token_ttl)
+                .map_err(|m| invalid("auth.token_ttl", m))?,
+            login_attempts_per_minute: nonzero(
+                "auth.login_attempts_per_minute",
+                raw.auth.login_attempts_per_minute as usize,
+            )? as u32,
+            log_level: raw.log.level,
+            log_format,
+            agents,
+        })
+    }
+}
+
+fn default_agent() -> AgentConfig {
+    AgentConfig {
+        name: "echo".into(),
+        display_name: "Echo".into(),
+        description: "Repeats what you say, word by word.".into(),
+        owner: default_owner(),
+        shared_with: Vec::new(),
+        engine: EngineConfig::default(),
+        max_concurrent: default_max_concurrent(),
+        timeout: Duration::from_secs(600),
+    }
+}
+
+fn agent_from_raw(name: String, raw: RawAgent) -> Result<AgentConfig, Error> {
+    let key = |field: &str| format!("agents.{name}.{field}");
+    if !valid_agent_name(&name) {
+        return Err(invalid(
+            format!("agents.{name}"),
+            "agent names are 1-63 lowercase letters, digits and '-', starting with a letter",
+        ));
+    }
+    if raw.max_concurrent == 0 {
+        return Err(invalid(key("max_concurrent"), "must be greater than 0"));
+    }
+    let timeout = parse_duration(&raw.timeout).map_err(|m| invalid(key("timeout"), m))?;
+    match &raw.engine {
+        EngineConfig::Command { program, .. } if program.trim().is_empty() => {
+            return Err(invalid(key("engine.program"), "must not be empty"));
+        }
+        EngineConfig::OpenAi { base_url, .. }
+            if !(base_url.starts_with("http://") || base_url.starts_with("https://")) =>
+        {
+            return Err(invalid(
+                key("engine.base_url"),
+                format!("{base_url:?} is not an http:// or https:// URL"),
+            ));
+        }
+        _ => {}
+    }
+    Ok(AgentConfig {
+        display_name: raw.display_name.unwrap_or_else(|| name.clone()),
+        description: raw.description,
+        owner: raw.owner,
+        shared_with: raw.shared_with,
+        engine: raw.engine,
+        max_concurrent: raw.max_concurrent,
+        timeout,
+        name,
+    })
+}
+
+/// Agent names: `^[a-z][a-z0-9-]{0,62}$`.
+pub fn valid_agent_name(name: &str) -> bool {
+    let bytes = name.as_bytes();
+    !bytes.is_empty()
+        && bytes.len() <= 63
+        && bytes[0].is_ascii_lowercase()
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
+}
+
+/// Parses `150ms`, `10s`, `15m`, `12h`, `30d` (a bare number is seconds).
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration such as \"90s\", \"15m\", \"12h\", \"30d\""))?;
+    let millis = match unit {
+        "ms" => 1,
+        "" | "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        _ => return Err(format!("{text:?} has an unknown unit (use ms, s, m, h or d)")),
+    };
+    Ok(Duration::from_millis(number.saturating_mul(millis)))
+}
+
+fn absolute(path: &str) -> PathBuf {
+    let path = PathBuf::from(path);
+    if path.is_absolute() {
+        return path;
+    }
+    let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
+    let joined = cwd.join(&path);
+    // `./outpost-data` reads better in logs as `/cwd/outpost-data`.
+    joined
+        .components()
+        .filter(|c| !matches!(c, std::path::Component::CurDir))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(text: &str, expected: Result<(), &str>) {
+        let result = parse(text)
+            .map_err(|m| m)
+            .and_then(|raw| Config::from_raw(raw).map(|_| ()).map_err(|e| e.to_string()));
+        match (result, expected) {
+            (Ok(()), Ok(())) => {}
+            (Err(got), Err(want)) => assert!(got.contains(want), "{got:?} lacks {want:?}"),
+            (got, want) => panic!("{text:?}: got {got:?}, want {want:?}"),
+        }
+    }
+
+    #[test]
+    fn configs() {
+        check("", Ok(()));
+        check("[server]\nlisten = [\"127.0.0.1:9000\"]", Ok(()));
+        check("[server]\nlisen = []", Err("unknown field `lisen`"));
+        check("[server]\nlisten = [\"nowhere\"]", Err("server.listen"));
+        check("[server]\nlisten = [\"0.0.0.0:80\"]", Err("tls.mode"));
+        check(
+            "[server]\nlisten = [\"0.0.0.0:80\"]\nallow_plain_on_network = true",
+            Ok(()),
+        );
+        check("[tls]\nmode = \"maybe\"", Err("tls.mode"));
+        check("[tls]\nmode = \"files\"", Err("tls.cert"));
+        check("[auth]\ntoken_ttl = \"soon\"", Err("auth.token_ttl"));
+        check("[agents.Bad]\n", Err("agents.Bad"));
+        check("[agents.a]\ntimeout = \"5x\"", Err("agents.a.timeout"));
+        check("[agents.a]\nengine = { kind = \"robot\" }", Err("unknown variant"));
+        check(
+            "[agents.a]\nengine = { kind = \"echo\", delay = 3 }",
+            Err("unknown field `delay`"),
+        );
+        check(
+            "[agents.a]\nengine = { kind = \"openai\", base_url = \"ftp://x\", model = \"m\" }",
+            Err("agents.a.engine.base_url"),
+        );
+        check("[agents.a]\nmax_concurrent = 0", Err("agents.a.max_concurrent"));
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("150ms"), Ok(Duration::from_millis(150)));
+        assert_eq!(parse_duration("30d"), Ok(Duration::from_secs(30 * 86_400)));
+        assert_eq!(parse_duration("42"), Ok(Duration::from_secs(42)));
+        assert!(parse_duration("").is_err());
+        assert!(parse_duration("1w").is_err());
+    }
+
+    #[test]
+    fn layers_apply_in_order() {
+        let env = |key: &str| match key {
+            "OUTPOST_LISTEN" => Some("127.0.0.1:7000".to_string()),
+            "OUTPOST_DATA_DIR" => Some("/tmp/from-env".to_string()),
+            _ => None,
+        };
+        let config = load(&Overrides::default(), env).unwrap();
+        assert_eq!(config.listen, vec!["127.0.0.1:7000".parse().unwrap()]);
+        assert_eq!(config.data_dir, PathBuf::from("/tmp/from-env"));
+        let flags = Overrides {
+            listen: Some("127.0.0.1:7001".into()),
+            ..Overrides::default()
+        };
+        let config = load(&flags, env).unwrap();
+        assert_eq!(config.listen, vec!["127.0.0.1:7001".parse().unwrap()]);
+    }
+}

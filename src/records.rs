@@ -1,0 +1,214 @@
+//! The stored aggregates — users, chat sessions, messages, executions — as services and the
+//! API see them. Their serde form is both the stored value and the JSON the API returns.
+
+use crate::clock::Timestamp;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// A user's role.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Admin,
+    User,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Admin => "admin",
+            Role::User => "user",
+        }
+    }
+}
+
+/// An account. The hash is argon2id in PHC form and never leaves the store through the API.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct User {
+    pub username: String,
+    pub role: Role,
+    pub password_hash: String,
+    pub created_at: Timestamp,
+}
+
+/// Whether a chat session takes new turns.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SessionStatus {
+    Active,
+    Closed,
+}
+
+/// A chat session of one (agent, user).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Session {
+    pub id: String,
+    pub agent_name: String,
+    pub username: String,
+    pub status: SessionStatus,
+    pub started_at: Timestamp,
+    pub last_message_at: Option<Timestamp>,
+    pub message_count: u64,
+    pub total_cost_usd: f64,
+    pub context_tokens: u64,
+    pub title: Option<String>,
+}
+
+impl Session {
+    /// When the session last changed: its last message, else its start.
+    pub fn activity_at(&self) -> Timestamp {
+        self.last_message_at.unwrap_or(self.started_at)
+    }
+}
+
+/// One message of a session.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Message {
+    pub id: String,
+    pub session_id: String,
+    pub role: String,
+    pub content: String,
+    pub created_at: Timestamp,
+    pub source: String,
+    pub execution_id: Option<String>,
+    pub cost_usd: Option<f64>,
+    pub usage: Option<Value>,
+    pub tool_calls: Vec<Value>,
+    pub duration_ms: Option<u64>,
+    pub status: Option<String>,
+    /// Position in the session: the store key's suffix, read back from the key.
+    #[serde(skip_serializing, default)]
+    pub seq: u32,
+}
+
+/// What kind of run an execution is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ExecutionKind {
+    Chat,
+    Task,
+    Voice,
+    Public,
+    Paid,
+}
+
+impl ExecutionKind {
+    pub const ALL: [ExecutionKind; 5] = [
+        ExecutionKind::Chat,
+        ExecutionKind::Task,
+        ExecutionKind::Voice,
+        ExecutionKind::Public,
+        ExecutionKind::Paid,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ExecutionKind::Chat => "chat",
+            ExecutionKind::Task => "task",
+            ExecutionKind::Voice => "voice",
+            ExecutionKind::Public => "public",
+            ExecutionKind::Paid => "paid",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<ExecutionKind> {
+        ExecutionKind::ALL.into_iter().find(|k| k.as_str() == text)
+    }
+}
+
+/// Where an execution stands; it reaches a final state exactly once.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ExecutionStatus {
+    Queued,
+    Running,
+    Success,
+    Failed,
+    Cancelled,
+}
+
+impl ExecutionStatus {
+    pub const ALL: [ExecutionStatus; 5] = [
+        ExecutionStatus::Queued,
+        ExecutionStatus::Running,
+        ExecutionStatus::Success,
+        ExecutionStatus::Failed,
+        ExecutionStatus::Cancelled,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ExecutionStatus::Queued => "queued",
+            ExecutionStatus::Running => "running",
+            ExecutionStatus::Success => "success",
+            ExecutionStatus::Failed => "failed",
+            ExecutionStatus::Cancelled => "cancelled",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<ExecutionStatus> {
+        ExecutionStatus::ALL.into_iter().find(|s| s.as_str() == text)
+    }
+
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            ExecutionStatus::Success | ExecutionStatus::Failed | ExecutionStatus::Cancelled
+        )
+    }
+}
+
+/// One run of an agent, of any kind.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Execution {
+    pub id: String,
+    pub agent: String,
+    pub kind: ExecutionKind,
+    pub status: ExecutionStatus,
+    pub username: Option<String>,
+    pub origin: Option<String>,
+    pub message: String,
+    pub created_at: Timestamp,
+    pub started_at: Option<Timestamp>,
+    pub finished_at: Option<Timestamp>,
+    pub duration_ms: Option<u64>,
+    pub cost_usd: f64,
+    pub session_id: Option<String>,
+    pub response: Option<String>,
+    pub error: Option<String>,
+    pub tool_calls: Vec<Value>,
+    pub usage: Value,
+    pub model: Option<String>,
+    pub num_turns: u32,
+    pub events_count: u32,
+    pub payment: Option<Value>,
+}
+
+/// The first characters of `text` (at most `max` characters), for list rows and titles.
+pub fn preview(text: &str, max: usize) -> String {
+    match text.char_indices().nth(max) {
+        Some((cut, _)) => text[..cut].to_string(),
+        None => text.to_string(),
+    }
+}
+
+impl Execution {
+    /// The list row of the spec: the record less the long fields.
+    pub fn row(&self) -> Value {
+        serde_json::json!({
+            "id": self.id,
+            "agent": self.agent,
+            "kind": self.kind,
+            "status": self.status,
+            "username": self.username,
+            "origin": self.origin,
+            "message": preview(&self.message, 200),
+            "created_at": self.created_at,
+            "started_at": self.started_at,
+            "finished_at": self.finished_at,
+            "duration_ms": self.duration_ms,
+            "cost_usd": self.cost_usd,
+            "session_id": self.session_id,
+        })
+    }
+}

@@ -1,0 +1,326 @@
+//! The store: one redb file in the data dir. The only module that names redb.
+//!
+//! Writes go to one writer thread that applies every job waiting in its queue in a single
+//! transaction and commits once (group commit), so many small durable writes share an fsync.
+//! Reads run on the blocking pool. No redb call runs on the async runtime's threads.
+
+mod executions;
+mod keys;
+mod sessions;
+mod tables;
+mod users;
+
+pub use executions::{EventRecord, ExecutionFilter, IdempotencyRecord};
+pub use sessions::HistoryScope;
+
+use redb::{Database, ReadTransaction, ReadableDatabase, ReadableTable, WriteTransaction};
+use serde::{de::DeserializeOwned, Serialize};
+use std::path::{Path, PathBuf};
+use std::sync::{mpsc, Arc};
+use std::thread::JoinHandle;
+use tables::*;
+use tokio::sync::oneshot;
+
+/// The file name of the store inside the data dir.
+pub const STORE_FILE: &str = "outpost.redb";
+/// Most jobs applied in one transaction.
+const MAX_BATCH: usize = 512;
+const VALUE_VERSION: u8 = 1;
+
+/// What can go wrong in the store; services see only this.
+#[derive(Clone, Debug, thiserror::Error)]
+pub enum Error {
+    #[error("the store at {0} is in use by another process (is `outpost serve` running? stop it first)")]
+    Locked(PathBuf),
+    #[error("the store at {path} was written by a newer Outpost (schema {found}, this one knows {known})")]
+    TooNew {
+        path: PathBuf,
+        found: u64,
+        known: u64,
+    },
+    #[error("storage: {0}")]
+    Storage(String),
+    #[error("corrupt record in {table}: {message}")]
+    Corrupt { table: &'static str, message: String },
+    #[error("the store is closed")]
+    Closed,
+}
+
+macro_rules! storage_errors {
+    ($($t:ty),*) => {$(
+        impl From<$t> for Error {
+            fn from(err: $t) -> Error {
+                Error::Storage(err.to_string())
+            }
+        }
+    )*};
+}
+storage_errors!(
+    redb::Error,
+    redb::StorageError,
+    redb::TableError,
+    redb::TransactionError,
+    redb::CommitError,
+    redb::DatabaseError
+);
+
+/// Encodes a value: a version byte, then JSON.
+fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+    let mut out = vec![VALUE_VERSION];
+    serde_json::to_writer(&mut out, value).expect("records serialize");
+    out
+}
+
+/// Decodes a value written by [`encode`].
+fn decode<T: DeserializeOwned>(table: &'static str, bytes: &[u8]) -> Result<T, Error> {
+    match bytes.split_first() {
+        Some((&VALUE_VERSION, json)) => serde_json::from_slice(json).map_err(|err| Error::Corrupt {
+            table,
+            message: err.to_string(),
+        }),
+        _ => Err(Error::Corrupt {
+            table,
+            message: "unknown value version".into(),
+        }),
+    }
+}
+
+/// Reads one JSON value from a `&str`-keyed table.
+fn get_json<T: DeserializeOwned>(
+    table: &impl ReadableTable<&'static str, &'static [u8]>,
+    name: &'static str,
+    key: &str,
+) -> Result<Option<T>, Error> {
+    match table.get(key)? {
+        Some(value) => Ok(Some(decode(name, value.value())?)),
+        None => Ok(None),
+    }
+}
+
+/// A write transaction as services see it: typed methods per aggregate.
+pub struct Tx<'a> {
+    txn: &'a WriteTransaction,
+}
+
+/// A read snapshot as services see it.
+pub struct Reader {
+    txn: ReadTransaction,
+}
+
+trait WriteJob: Send {
+    /// Applies the job; an error aborts the whole batch.
+    fn apply(&mut self, tx: &Tx<'_>) -> Result<(), Error>;
+    /// Called after the batch commits (or fails) with the outcome.
+    fn finish(self: Box<Self>, committed: Result<(), Error>);
+}
+
+struct Job<F, T> {
+    work: Option<F>,
+    output: Option<T>,
+    reply: oneshot::Sender<Result<T, Error>>,
+}
+
+impl<F, T> WriteJob for Job<F, T>
+where
+    F: FnOnce(&Tx<'_>) -> Result<T, Error> + Send,
+    T: Send,
+{
+    fn apply(&mut self, tx: &Tx<'_>) -> Result<(), Error> {
+        let work = self.work.take().expect("a job is applied once");
+        self.output = Some(work(tx)?);
+        Ok(())
+    }
+
+    fn finish(self: Box<Self>, committed: Result<(), Error>) {
+        let Job { output, reply, .. } = *self;
+        let result = committed.and_then(|()| output.ok_or(Error::Closed));
+        let _ = reply.send(result);
+    }
+}
+
+/// Cheap-clone handle to the open store. The file closes when the last handle drops: the
+/// writer finishes the jobs already queued, its thread is joined, and redb releases the lock.
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    db: Arc<Database>,
+    path: PathBuf,
+    writer: Option<mpsc::Sender<Box<dyn WriteJob>>>,
+    writer_thread: Option<JoinHandle<()>>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.writer.take();
+        if let Some(thread) = self.writer_thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Store {
+    /// Opens (or creates) the store file in `data_dir` and migrates it. Blocking: call it at
+    /// start-up or from `spawn_blocking`.
+    pub fn open(data_dir: &Path) -> Result<Store, Error> {
+        let path = data_dir.join(STORE_FILE);
+        let db = match Database::create(&path) {
+            Ok(db) => db,
+            Err(redb::DatabaseError::DatabaseAlreadyOpen) => return Err(Error::Locked(path)),
+            Err(err) => return Err(err.into()),
+        };
+        migrate(&db, &path)?;
+        let db = Arc::new(db);
+        let (writer, jobs) = mpsc::channel();
+        let writer_db = db.clone();
+        let writer_thread = std::thread::Builder::new()
+            .name("outpost-store-writer".into())
+            .spawn(move || write_loop(&writer_db, &jobs))
+            .map_err(|err| Error::Storage(format!("starting the writer thread: {err}")))?;
+        Ok(Store {
+            inner: Arc::new(Inner {
+                db,
+                path,
+                writer: Some(writer),
+                writer_thread: Some(writer_thread),
+            }),
+        })
+    }
+
+    /// The store file.
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    /// How many handles to the store are alive (the shutdown leak check wants 1).
+    pub fn handles(&self) -> usize {
+        Arc::strong_count(&self.inner)
+    }
+
+    /// Runs `work` inside a write transaction and returns once it is durably committed.
+    /// `work` must check before it writes: an error it returns aborts its whole batch.
+    pub async fn write<T, F>(&self, work: F) -> Result<T, Error>
+    where
+        F: FnOnce(&Tx<'_>) -> Result<T, Error> + Send + 'static,
+        T: Send + 'static,
+    {
+        let (reply, done) = oneshot::channel();
+        let job = Box::new(Job {
+            work: Some(work),
+            output: None,
+            reply,
+        });
+        let writer = self.inner.writer.as_ref().ok_or(Error::Closed)?;
+        writer.send(job).map_err(|_| Error::Closed)?;
+        done.await.map_err(|_| Error::Closed)?
+    }
+
+    /// Runs `work` on a read snapshot, on the blocking pool.
+    pub async fn read<T, F>(&self, work: F) -> Result<T, Error>
+    where
+        F: FnOnce(&Reader) -> Result<T, Error> + Send + 'static,
+        T: Send + 'static,
+    {
+        let db = self.inner.db.clone();
+        tokio::task::spawn_blocking(move || {
+            let reader = Reader {
+                txn: db.begin_read()?,
+            };
+            work(&reader)
+        })
+        .await
+        .map_err(|err| Error::Storage(format!("read task failed: {err}")))?
+    }
+}
+
+fn migrate(db: &Database, path: &Path) -> Result<(), Error> {
+    let txn = db.begin_write()?;
+    {
+        let mut meta = txn.open_table(META)?;
+        let found = meta.get("schema_version")?.map(|v| v.value());
+        match found {
+            Some(v) if v > SCHEMA_VERSION => {
+                return Err(Error::TooNew {
+                    path: path.to_path_buf(),
+                    found: v,
+                    known: SCHEMA_VERSION,
+                })
+            }
+            Some(v) if v == SCHEMA_VERSION => {}
+            // Version 1 is the first layout: creating the tables is the whole migration.
+            _ => {
+                meta.insert("schema_version", SCHEMA_VERSION)?;
+            }
+        }
+        txn.open_table(USERS)?;
+        txn.open_table(REVOKED)?;
+        txn.open_table(SESSIONS)?;
+        txn.open_table(SESSIONS_BY_OWNER)?;
+        txn.open_table(ACTIVE_SESSIONS)?;
+        txn.open_table(MESSAGES)?;
+        txn.open_table(MESSAGES_BY_USER)?;
+        txn.open_table(MESSAGES_BY_AGENT)?;
+        txn.open_table(EXECUTIONS)?;
+        txn.open_table(EXECUTIONS_BY_AGENT)?;
+        txn.open_table(UNFINISHED)?;
+        txn.open_table(EVENTS)?;
+        txn.open_table(IDEMPOTENCY)?;
+        txn.open_table(ENGINE_STATE)?;
+    }
+    txn.commit()?;
+    Ok(())
+}
+
+fn write_loop(db: &Database, jobs: &mpsc::Receiver<Box<dyn WriteJob>>) {
+    while let Ok(first) = jobs.recv() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match jobs.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        let committed = apply_batch(db, &mut batch);
+        if let Err(err) = &committed {
+            tracing::error!(cause = %err, jobs = batch.len(), "store write failed");
+        }
+        for job in batch {
+            job.finish(committed.clone());
+        }
+    }
+}
+
+fn apply_batch(db: &Database, batch: &mut [Box<dyn WriteJob>]) -> Result<(), Error> {
+    let txn = db.begin_write()?;
+    {
+        let tx = Tx { txn: &txn };
+        for job in batch.iter_mut() {
+            job.apply(&tx)?;
+        }
+    }
+    txn.commit()?;
+    Ok(())
+}
+
+impl Tx<'_> {
+    /// The schema version recorded in the file.
+    pub fn schema_version(&self) -> Result<u64, Error> {
+        let meta = self.txn.open_table(META)?;
+        let version = meta.get("schema_version")?.map(|v| v.value());
+        Ok(version.unwrap_or(0))
+    }
+}
+
+impl Reader {
+    /// The schema version recorded in the file.
+    pub fn schema_version(&self) -> Result<u64, Error> {
+        let meta = self.txn.open_table(META)?;
+        let version = meta.get("schema_version")?.map(|v| v.value());
+        Ok(version.unwrap_or(0))
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,42 @@
+//! Every table of the store, with its stable name, and the schema version.
+//!
+//! Values are a version byte followed by JSON (see `codec`); keys are big-endian byte strings
+//! built in `keys`, so range scans come out in order.
+
+use redb::TableDefinition;
+
+/// Bumped when a table's layout changes; `Store::open` migrates older files in one transaction.
+pub const SCHEMA_VERSION: u64 = 1;
+
+/// `schema_version` and other single values.
+pub const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+/// username → User
+pub const USERS: TableDefinition<&str, &[u8]> = TableDefinition::new("users");
+/// jti → expiry (unix seconds) of a revoked token
+pub const REVOKED: TableDefinition<&str, i64> = TableDefinition::new("revoked_tokens");
+/// session id → Session
+pub const SESSIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("sessions");
+/// agent 0 user 0 session id → ()
+pub const SESSIONS_BY_OWNER: TableDefinition<&[u8], ()> = TableDefinition::new("sessions_by_owner");
+/// agent 0 user → the active session id
+pub const ACTIVE_SESSIONS: TableDefinition<&[u8], &str> = TableDefinition::new("active_sessions");
+/// session id ‖ seq → Message
+pub const MESSAGES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("messages");
+/// agent 0 user 0 time ‖ message id → message key
+pub const MESSAGES_BY_USER: TableDefinition<&[u8], &[u8]> = TableDefinition::new("messages_by_user");
+/// agent 0 time ‖ message id → message key
+pub const MESSAGES_BY_AGENT: TableDefinition<&[u8], &[u8]> =
+    TableDefinition::new("messages_by_agent");
+/// execution id → Execution
+pub const EXECUTIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("executions");
+/// agent 0 execution id → ()
+pub const EXECUTIONS_BY_AGENT: TableDefinition<&[u8], ()> =
+    TableDefinition::new("executions_by_agent");
+/// execution id → () while it is queued or running
+pub const UNFINISHED: TableDefinition<&str, ()> = TableDefinition::new("unfinished_executions");
+/// execution id ‖ seq → one stream-json event
+pub const EVENTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("events");
+/// agent 0 user 0 key → IdempotencyRecord
+pub const IDEMPOTENCY: TableDefinition<&[u8], &[u8]> = TableDefinition::new("idempotency_keys");
+/// session id → the engine's own resume handle for it
+pub const ENGINE_STATE: TableDefinition<&str, &str> = TableDefinition::new("engine_state");
