@@ -7,3 +7,4 @@ pub mod config;
 pub mod ids;
 pub mod records;
 pub mod store;
+pub mod engines;
