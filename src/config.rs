@@ -351,7 +351,10 @@ impl Config {
             "auto" => Tls::Auto,
             "files" => {
                 if raw.tls.cert.is_empty() || raw.tls.key.is_empty() {
-                    return Err(invalid("tls.cert", "mode \"files\" needs tls.cert and tls.key"));
+                    return Err(invalid(
+                        "tls.cert",
+                        "mode \"files\" needs tls.cert and tls.key",
+                    ));
                 }
                 Tls::Files {
                     cert: absolute(&raw.tls.cert),
@@ -406,9 +409,10 @@ impl Config {
             public_url: Some(raw.server.public_url).filter(|u| !u.is_empty()),
             max_connections: nonzero("server.max_connections", raw.server.max_connections)?,
             max_body_bytes: nonzero("server.max_body_bytes", raw.server.max_body_bytes)?,
-            header_timeout: Duration::from_secs(
-                nonzero("server.header_timeout_s", raw.server.header_timeout_s as usize)? as u64,
-            ),
+            header_timeout: Duration::from_secs(nonzero(
+                "server.header_timeout_s",
+                raw.server.header_timeout_s as usize,
+            )? as u64),
             shutdown_timeout: Duration::from_secs(raw.server.shutdown_timeout_s),
             allow_plain_on_network: raw.server.allow_plain_on_network,
             tls,
@@ -495,16 +499,20 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         .find(|c: char| !c.is_ascii_digit())
         .unwrap_or(text.len());
     let (number, unit) = text.split_at(split);
-    let number: u64 = number
-        .parse()
-        .map_err(|_| format!("{text:?} is not a duration such as \"90s\", \"15m\", \"12h\", \"30d\""))?;
+    let number: u64 = number.parse().map_err(|_| {
+        format!("{text:?} is not a duration such as \"90s\", \"15m\", \"12h\", \"30d\"")
+    })?;
     let millis = match unit {
         "ms" => 1,
         "" | "s" => 1_000,
         "m" => 60_000,
         "h" => 3_600_000,
         "d" => 86_400_000,
-        _ => return Err(format!("{text:?} has an unknown unit (use ms, s, m, h or d)")),
+        _ => {
+            return Err(format!(
+                "{text:?} has an unknown unit (use ms, s, m, h or d)"
+            ))
+        }
     };
     Ok(Duration::from_millis(number.saturating_mul(millis)))
 }
@@ -554,7 +562,10 @@ mod tests {
         check("[auth]\ntoken_ttl = \"soon\"", Err("auth.token_ttl"));
         check("[agents.Bad]\n", Err("agents.Bad"));
         check("[agents.a]\ntimeout = \"5x\"", Err("agents.a.timeout"));
-        check("[agents.a]\nengine = { kind = \"robot\" }", Err("unknown variant"));
+        check(
+            "[agents.a]\nengine = { kind = \"robot\" }",
+            Err("unknown variant"),
+        );
         check(
             "[agents.a]\nengine = { kind = \"echo\", delay = 3 }",
             Err("unknown field `delay`"),
@@ -563,7 +574,10 @@ mod tests {
             "[agents.a]\nengine = { kind = \"openai\", base_url = \"ftp://x\", model = \"m\" }",
             Err("agents.a.engine.base_url"),
         );
-        check("[agents.a]\nmax_concurrent = 0", Err("agents.a.max_concurrent"));
+        check(
+            "[agents.a]\nmax_concurrent = 0",
+            Err("agents.a.max_concurrent"),
+        );
     }
 
     #[test]

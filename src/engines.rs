@@ -119,6 +119,12 @@ pub trait Engine: Send + Sync {
     /// The kind name (`echo`, `command`, `openai`).
     fn kind(&self) -> &'static str;
 
+    /// True when the engine wants the session's earlier messages in [`Turn::history`]
+    /// (engines that keep their own conversation state resume from a handle instead).
+    fn wants_history(&self) -> bool {
+        false
+    }
+
     /// Runs one turn, sending events to `sink` as they are produced.
     fn run<'a>(&'a self, turn: Turn, sink: EventSink) -> BoxFuture<'a, Result<Outcome, Error>>;
 }

@@ -1,10 +1,161 @@
 //! Outpost: one binary that serves the agent API from an edge box.
 //!
-//! Reading order: `config` → `store` → `records` → `engines` → `executions` → `chat` → `http` → `api`.
+//! Reading order: `config` → `store` → `records` → `engines` → `executions` → `chat` →
+//! `auth`, `users`, `agents` → `http` → `api`. `ARCHITECTURE.md` has the map and invariants.
 
+pub mod activity;
+pub mod agents;
+pub mod api;
+pub mod app;
+pub mod auth;
+pub mod chat;
 pub mod clock;
 pub mod config;
-pub mod ids;
-pub mod records;
-pub mod store;
 pub mod engines;
+pub mod error;
+pub mod executions;
+pub mod http;
+pub mod ids;
+pub mod metrics;
+pub mod records;
+pub mod shutdown;
+pub mod store;
+pub mod users;
+
+use anyhow::Context;
+use app::App;
+use config::Config;
+use shutdown::{Shutdown, Trigger};
+use std::net::SocketAddr;
+use std::os::unix::fs::PermissionsExt;
+use std::sync::Arc;
+use tokio::task::JoinHandle;
+
+/// A running daemon: its bound addresses and the means to stop it.
+pub struct Daemon {
+    addrs: Vec<SocketAddr>,
+    tls: bool,
+    trigger: Trigger,
+    task: JoinHandle<()>,
+}
+
+impl Daemon {
+    /// The addresses it listens on (the real ports when the config said `:0`).
+    pub fn local_addrs(&self) -> &[SocketAddr] {
+        &self.addrs
+    }
+
+    /// True when it serves HTTPS.
+    pub fn tls(&self) -> bool {
+        self.tls
+    }
+
+    /// A signal that fires when the daemon is asked to stop.
+    pub fn shutdown_signal(&self) -> Shutdown {
+        self.trigger.subscribe()
+    }
+
+    /// Asks it to stop and waits until it has (requests drained, store closed).
+    pub async fn stop(self) {
+        self.trigger.fire();
+        let _ = self.task.await;
+    }
+
+    /// Waits until it stops by itself (after `shutdown_signal` fired elsewhere).
+    pub async fn wait(self) {
+        let _ = self.task.await;
+    }
+
+    /// Stops it when `signal` resolves, then waits.
+    pub async fn run_until(self, signal: impl std::future::Future<Output = ()>) {
+        signal.await;
+        self.stop().await;
+    }
+}
+
+/// Opens the store, prepares identity and TLS, binds every listener and starts serving.
+/// Returns once the daemon is ready to answer.
+pub async fn start(config: Config) -> anyhow::Result<Daemon> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let data_dir = config.data_dir.clone();
+    std::fs::create_dir_all(&data_dir)
+        .with_context(|| format!("creating the data dir {}", data_dir.display()))?;
+    let _ = std::fs::set_permissions(&data_dir, std::fs::Permissions::from_mode(0o700));
+    let store = {
+        let dir = data_dir.clone();
+        tokio::task::spawn_blocking(move || store::Store::open(&dir))
+            .await
+            .context("opening the store")??
+    };
+    tracing::info!(path = %store.path().display(), "store open");
+    let metrics = Arc::new(metrics::Metrics::default());
+    let auth = auth::Auth::open(
+        store.clone(),
+        &data_dir,
+        config.token_ttl,
+        config.login_attempts_per_minute,
+    )
+    .await
+    .context("loading the token secret")?;
+    let tls_config = http::tls::server_config(&config.tls, &data_dir)?;
+    let mut listeners = Vec::new();
+    for addr in &config.listen {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("binding {addr}"))?;
+        listeners.push(listener);
+    }
+    let addrs: Vec<SocketAddr> = listeners
+        .iter()
+        .map(|l| l.local_addr())
+        .collect::<Result<_, _>>()?;
+
+    let app = App::new(config, store, auth, metrics);
+    let interrupted = app.executions().recover_interrupted().await?;
+    if interrupted > 0 {
+        tracing::warn!(
+            count = interrupted,
+            "executions left running by the last stop are now failed/interrupted"
+        );
+    }
+    let admin_password = std::env::var("OUTPOST_ADMIN_PASSWORD").ok();
+    if let Some(file) = app.users().first_start(&data_dir, admin_password).await? {
+        tracing::info!(file = %file.display(), "first start: created user admin; its password is in this file");
+    }
+    let tls = tls_config.is_some();
+    let scheme = if tls { "https" } else { "http" };
+    for addr in &addrs {
+        tracing::info!("listening on {scheme}://{addr}");
+    }
+    let (trigger, shutdown) = Shutdown::new();
+    let task = tokio::spawn(serve_then_close(app, listeners, tls_config, shutdown));
+    Ok(Daemon {
+        addrs,
+        tls,
+        trigger,
+        task,
+    })
+}
+
+async fn serve_then_close(
+    app: App,
+    listeners: Vec<tokio::net::TcpListener>,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    shutdown: Shutdown,
+) {
+    let deadline = app.config().shutdown_timeout;
+    http::serve(app.clone(), listeners, tls, shutdown).await;
+    app.executions()
+        .drain(tokio::time::Instant::now() + deadline)
+        .await;
+    let store = app.store().clone();
+    drop(app);
+    // Leak check: with every service gone, this should be the last handle, so the file
+    // closes cleanly when it drops.
+    let handles = store.handles();
+    if handles > 1 {
+        tracing::warn!(handles, "store still referenced at shutdown");
+    }
+    drop(store);
+    tracing::info!("stopped");
+}

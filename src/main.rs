@@ -1,1 +1,262 @@
-fn main() {}
+//! The `outpost` command: `serve`, `check`, `user …`, `token issue`. A thin layer over the
+//! library; `anyhow` lives here and nowhere else but start-up.
+
+use anyhow::{bail, Context};
+use clap::{Parser, Subcommand};
+use outpost::config::{self, Config, LogFormat, Overrides};
+use outpost::records::Role;
+use std::io::{BufRead, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(
+    name = "outpost",
+    version,
+    about = "An agent appliance for one edge box"
+)]
+struct Cli {
+    /// Configuration file (default: /etc/outpost/outpost.toml when it exists, else built-in defaults).
+    #[arg(long, global = true, env = "OUTPOST_CONFIG")]
+    config: Option<PathBuf>,
+    /// Data directory (store, secrets, certificates).
+    #[arg(long, global = true)]
+    data_dir: Option<PathBuf>,
+    /// Log line format on stderr.
+    #[arg(long, global = true, value_parser = ["text", "json"])]
+    log_format: Option<String>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the daemon (the default).
+    Serve {
+        /// Address(es) to listen on, comma-separated (e.g. 127.0.0.1:8000).
+        #[arg(long)]
+        listen: Option<String>,
+    },
+    /// Check a configuration file and exit.
+    Check,
+    /// Manage users in the data dir's store (stop the daemon first).
+    #[command(subcommand)]
+    User(UserCommand),
+    /// Mint tokens.
+    #[command(subcommand)]
+    Token(TokenCommand),
+}
+
+#[derive(Subcommand)]
+enum UserCommand {
+    /// Add a user; prints a generated password unless --password-stdin is given.
+    Add {
+        username: String,
+        #[arg(long, default_value = "user", value_parser = ["user", "admin"])]
+        role: String,
+        /// Read the password from the first line of standard input.
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// List users.
+    List,
+    /// Set a user's password (generated and printed unless --password-stdin).
+    Passwd {
+        username: String,
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// Remove a user.
+    Remove { username: String },
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Mint a long-lived token for a user (e.g. a voice device).
+    Issue {
+        #[arg(long)]
+        user: String,
+        /// Lifetime: 90s, 15m, 12h, 30d.
+        #[arg(long, default_value = "30d")]
+        ttl: String,
+        /// Limit the token to these scopes (space-separated: chat voice tasks).
+        #[arg(long)]
+        scope: Option<String>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            let _ = writeln!(std::io::stderr(), "outpost: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    let listen = match &cli.command {
+        Some(Command::Serve { listen }) => listen.clone(),
+        _ => None,
+    };
+    let overrides = Overrides {
+        config: cli.config.clone(),
+        listen,
+        data_dir: cli.data_dir.clone(),
+    };
+    let mut config = config::load(&overrides, |key| std::env::var(key).ok())?;
+    if let Some(format) = &cli.log_format {
+        config.log_format = if format == "json" {
+            LogFormat::Json
+        } else {
+            LogFormat::Text
+        };
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    match cli.command.unwrap_or(Command::Serve { listen: None }) {
+        Command::Serve { .. } => {
+            init_logging(&config);
+            runtime.block_on(serve(config))
+        }
+        Command::Check => {
+            let mut out = std::io::stdout();
+            writeln!(
+                out,
+                "configuration is valid: {} agent(s), listening on {}",
+                config.agents.len(),
+                config
+                    .listen
+                    .iter()
+                    .map(|a| a.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )?;
+            Ok(())
+        }
+        Command::User(command) => runtime.block_on(user(config, command)),
+        Command::Token(command) => runtime.block_on(token(config, command)),
+    }
+}
+
+fn init_logging(config: &Config) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("OUTPOST_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&config.log_level));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match config.log_format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
+    let daemon = outpost::start(config).await?;
+    daemon.run_until(outpost::shutdown::signal()).await;
+    Ok(())
+}
+
+/// Opens the store for a command that edits it; a running daemon holds it.
+async fn open_store(config: &Config) -> anyhow::Result<outpost::store::Store> {
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("creating the data dir {}", config.data_dir.display()))?;
+    let dir = config.data_dir.clone();
+    let store = tokio::task::spawn_blocking(move || outpost::store::Store::open(&dir)).await??;
+    Ok(store)
+}
+
+fn read_password(from_stdin: bool) -> anyhow::Result<(String, bool)> {
+    if !from_stdin {
+        return Ok((outpost::ids::random_token(15), true));
+    }
+    let mut line = String::new();
+    std::io::stdin().lock().read_line(&mut line)?;
+    let password = line.trim_end_matches(['\r', '\n']).to_string();
+    if password.is_empty() {
+        bail!("no password on standard input");
+    }
+    Ok((password, false))
+}
+
+async fn user(config: Config, command: UserCommand) -> anyhow::Result<()> {
+    let store = open_store(&config).await?;
+    let users = outpost::users::Users::new(store);
+    let mut out = std::io::stdout();
+    match command {
+        UserCommand::Add {
+            username,
+            role,
+            password_stdin,
+        } => {
+            let role = if role == "admin" {
+                Role::Admin
+            } else {
+                Role::User
+            };
+            let (password, generated) = read_password(password_stdin)?;
+            users.create(&username, &password, role).await?;
+            writeln!(out, "added {username} ({})", role.as_str())?;
+            if generated {
+                writeln!(out, "password: {password}")?;
+            }
+        }
+        UserCommand::List => {
+            for user in users.list().await? {
+                writeln!(
+                    out,
+                    "{}\t{}\t{}",
+                    user.username,
+                    user.role.as_str(),
+                    user.created_at.to_rfc3339()
+                )?;
+            }
+        }
+        UserCommand::Passwd {
+            username,
+            password_stdin,
+        } => {
+            let (password, generated) = read_password(password_stdin)?;
+            users.set_password(&username, &password).await?;
+            writeln!(out, "password of {username} changed")?;
+            if generated {
+                writeln!(out, "password: {password}")?;
+            }
+        }
+        UserCommand::Remove { username } => {
+            users.remove(&username).await?;
+            writeln!(out, "removed {username}")?;
+        }
+    }
+    Ok(())
+}
+
+async fn token(config: Config, command: TokenCommand) -> anyhow::Result<()> {
+    let TokenCommand::Issue { user, ttl, scope } = command;
+    let ttl = config::parse_duration(&ttl).map_err(|m| anyhow::anyhow!("--ttl: {m}"))?;
+    let scope = scope
+        .as_deref()
+        .map(outpost::api::check_scope)
+        .transpose()
+        .map_err(|m| anyhow::anyhow!("--scope: {m}"))?;
+    let store = open_store(&config).await?;
+    let auth = outpost::auth::Auth::open(
+        store.clone(),
+        &config.data_dir,
+        config.token_ttl,
+        config.login_attempts_per_minute,
+    )
+    .await?;
+    let users = outpost::users::Users::new(store);
+    let account = users
+        .get(&user)
+        .await
+        .with_context(|| format!("user {user}"))?;
+    let issued = auth.issue(&account, ttl, scope);
+    writeln!(std::io::stdout(), "{}", issued.access_token)?;
+    Ok(())
+}

@@ -82,7 +82,7 @@ pub struct Message {
 }
 
 /// What kind of run an execution is.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ExecutionKind {
     Chat,
@@ -117,7 +117,7 @@ impl ExecutionKind {
 }
 
 /// Where an execution stands; it reaches a final state exactly once.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ExecutionStatus {
     Queued,
@@ -147,7 +147,9 @@ impl ExecutionStatus {
     }
 
     pub fn parse(text: &str) -> Option<ExecutionStatus> {
-        ExecutionStatus::ALL.into_iter().find(|s| s.as_str() == text)
+        ExecutionStatus::ALL
+            .into_iter()
+            .find(|s| s.as_str() == text)
     }
 
     pub fn is_final(self) -> bool {

@@ -30,7 +30,9 @@ const VALUE_VERSION: u8 = 1;
 /// What can go wrong in the store; services see only this.
 #[derive(Clone, Debug, thiserror::Error)]
 pub enum Error {
-    #[error("the store at {0} is in use by another process (is `outpost serve` running? stop it first)")]
+    #[error(
+        "the store at {0} is in use by another process (is `outpost serve` running? stop it first)"
+    )]
     Locked(PathBuf),
     #[error("the store at {path} was written by a newer Outpost (schema {found}, this one knows {known})")]
     TooNew {
@@ -41,7 +43,10 @@ pub enum Error {
     #[error("storage: {0}")]
     Storage(String),
     #[error("corrupt record in {table}: {message}")]
-    Corrupt { table: &'static str, message: String },
+    Corrupt {
+        table: &'static str,
+        message: String,
+    },
     #[error("the store is closed")]
     Closed,
 }
@@ -74,10 +79,12 @@ fn encode<T: Serialize>(value: &T) -> Vec<u8> {
 /// Decodes a value written by [`encode`].
 fn decode<T: DeserializeOwned>(table: &'static str, bytes: &[u8]) -> Result<T, Error> {
     match bytes.split_first() {
-        Some((&VALUE_VERSION, json)) => serde_json::from_slice(json).map_err(|err| Error::Corrupt {
-            table,
-            message: err.to_string(),
-        }),
+        Some((&VALUE_VERSION, json)) => {
+            serde_json::from_slice(json).map_err(|err| Error::Corrupt {
+                table,
+                message: err.to_string(),
+            })
+        }
         _ => Err(Error::Corrupt {
             table,
             message: "unknown value version".into(),

@@ -1,7 +1,9 @@
 //! The built-in engine: answers with the user's own words, streamed word by word, with an
 //! optional delay per word. Deterministic, so the daemon works out of the box and tests are fast.
 
-use super::{assistant_event, text_delta_event, BoxFuture, Engine, Error, EventSink, Outcome, Turn, Usage};
+use super::{
+    assistant_event, text_delta_event, BoxFuture, Engine, Error, EventSink, Outcome, Turn, Usage,
+};
 use std::time::Duration;
 
 /// The echo engine.

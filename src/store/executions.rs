@@ -83,13 +83,30 @@ impl Tx<'_> {
     }
 
     /// Appends events numbered from `first_seq`.
-    pub fn append_events(&self, execution_id: &str, first_seq: u32, events: &[String]) -> Result<(), Error> {
+    pub fn append_events(
+        &self,
+        execution_id: &str,
+        first_seq: u32,
+        events: &[String],
+    ) -> Result<(), Error> {
         let mut table = self.txn.open_table(EVENTS)?;
         for (offset, json) in events.iter().enumerate() {
             let key = keys::sequenced(execution_id, first_seq + offset as u32);
             table.insert(key.as_slice(), json.as_bytes())?;
         }
         Ok(())
+    }
+
+    /// The sequence number the next event of an execution gets (one past the last stored).
+    pub fn next_event_seq(&self, execution_id: &str) -> Result<u32, Error> {
+        let table = self.txn.open_table(EVENTS)?;
+        let start = keys::sequenced(execution_id, 0);
+        let end = keys::prefix_end(execution_id.as_bytes());
+        let last = table.range(start.as_slice()..end.as_slice())?.next_back();
+        match last {
+            Some(entry) => Ok(keys::seq_of(entry?.0.value()) + 1),
+            None => Ok(0),
+        }
     }
 
     pub fn idempotency(&self, key: &[&str]) -> Result<Option<IdempotencyRecord>, Error> {
@@ -112,6 +129,16 @@ impl Tx<'_> {
 }
 
 impl Reader {
+    pub fn idempotency(&self, key: &[&str]) -> Result<Option<IdempotencyRecord>, Error> {
+        let table = self.txn.open_table(IDEMPOTENCY)?;
+        let key = keys::joined(key);
+        let record = match table.get(key.as_slice())? {
+            Some(value) => Some(decode("idempotency_keys", value.value())?),
+            None => None,
+        };
+        Ok(record)
+    }
+
     pub fn execution(&self, id: &str) -> Result<Option<Execution>, Error> {
         get_json(&self.txn.open_table(EXECUTIONS)?, "executions", id)
     }
@@ -139,7 +166,10 @@ impl Reader {
             let Some(execution) = get_json::<Execution>(&executions, "executions", &id)? else {
                 continue;
             };
-            if filter.since.is_some_and(|since| execution.created_at < since) {
+            if filter
+                .since
+                .is_some_and(|since| execution.created_at < since)
+            {
                 return Ok((out, false));
             }
             if filter.admits(&execution) {
@@ -153,7 +183,11 @@ impl Reader {
     }
 
     /// Events of an execution with a sequence number above `after` (all with None).
-    pub fn events_after(&self, execution_id: &str, after: Option<u32>) -> Result<Vec<EventRecord>, Error> {
+    pub fn events_after(
+        &self,
+        execution_id: &str,
+        after: Option<u32>,
+    ) -> Result<Vec<EventRecord>, Error> {
         let table = self.txn.open_table(EVENTS)?;
         let start = match after {
             Some(seq) if seq == u32::MAX => return Ok(Vec::new()),

@@ -74,7 +74,11 @@ impl Tx<'_> {
     }
 
     /// Appends a message to `session`, updating the session's counters, and stores both.
-    pub fn append_message(&self, session: &mut Session, mut message: Message) -> Result<Message, Error> {
+    pub fn append_message(
+        &self,
+        session: &mut Session,
+        mut message: Message,
+    ) -> Result<Message, Error> {
         // Messages are never removed one by one, so the count is the next position.
         message.seq = session.message_count as u32;
         message.session_id = session.id.clone();

@@ -23,7 +23,8 @@ pub const ACTIVE_SESSIONS: TableDefinition<&[u8], &str> = TableDefinition::new("
 /// session id ‖ seq → Message
 pub const MESSAGES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("messages");
 /// agent 0 user 0 time ‖ message id → message key
-pub const MESSAGES_BY_USER: TableDefinition<&[u8], &[u8]> = TableDefinition::new("messages_by_user");
+pub const MESSAGES_BY_USER: TableDefinition<&[u8], &[u8]> =
+    TableDefinition::new("messages_by_user");
 /// agent 0 time ‖ message id → message key
 pub const MESSAGES_BY_AGENT: TableDefinition<&[u8], &[u8]> =
     TableDefinition::new("messages_by_agent");

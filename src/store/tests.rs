@@ -63,7 +63,10 @@ async fn messages_page_and_history_survive_reopen() {
         .await
         .unwrap();
     assert_eq!(
-        newest.iter().map(|m| m.content.as_str()).collect::<Vec<_>>(),
+        newest
+            .iter()
+            .map(|m| m.content.as_str())
+            .collect::<Vec<_>>(),
         ["m3", "m4"]
     );
     let before = newest[0].seq;
@@ -93,5 +96,8 @@ async fn messages_page_and_history_survive_reopen() {
         .unwrap();
     assert_eq!(session[0].message_count, 5);
     assert_eq!(session[0].title.as_deref(), Some("m0"));
-    assert_eq!(store.read(|r| r.schema_version()).await.unwrap(), tables::SCHEMA_VERSION);
+    assert_eq!(
+        store.read(|r| r.schema_version()).await.unwrap(),
+        tables::SCHEMA_VERSION
+    );
 }

@@ -24,9 +24,16 @@ impl Tx<'_> {
         Ok(removed)
     }
 
-    pub fn user_count(&self) -> Result<u64, Error> {
-        use redb::ReadableTableMetadata;
-        Ok(self.txn.open_table(USERS)?.len()?)
+    /// How many admins there are.
+    pub fn admin_count(&self) -> Result<usize, Error> {
+        let users = self.txn.open_table(USERS)?;
+        let mut admins = 0;
+        for entry in users.iter()? {
+            let (_, value) = entry?;
+            let user: User = decode("users", value.value())?;
+            admins += usize::from(user.role == crate::records::Role::Admin);
+        }
+        Ok(admins)
     }
 
     /// Records a revoked token id until `expires_at` (unix seconds); drops expired entries.

@@ -1,0 +1,202 @@
+//! Routing: one match on (method, path segments). Each arm names its route template (the
+//! metrics label) and calls one handler; handlers parse, call one service, render.
+
+mod agents;
+mod chat;
+mod executions;
+mod ops;
+mod query;
+mod sessions;
+mod token;
+mod users;
+
+use crate::app::App;
+use crate::auth::Caller;
+use crate::error::{ApiError, ApiResult};
+use crate::http::body::{self, Response};
+use hyper::body::Incoming;
+use hyper::{Method, Request, StatusCode};
+use std::net::SocketAddr;
+use std::time::Instant;
+
+pub use query::Query;
+pub use token::check_scope;
+
+/// Answers one request.
+pub async fn handle(app: &App, request: Request<Incoming>, peer: SocketAddr) -> Response {
+    let started = Instant::now();
+    let (route, result) = dispatch(app, request, peer).await;
+    let response = match result {
+        Ok(response) => response,
+        Err(err) => body::error(&err),
+    };
+    app.metrics()
+        .record_request(route, response.status().as_u16(), started.elapsed());
+    response
+}
+
+async fn dispatch(
+    app: &App,
+    request: Request<Incoming>,
+    peer: SocketAddr,
+) -> (&'static str, ApiResult) {
+    let path = request.uri().path().to_string();
+    let segments: Vec<&str> = path.split('/').skip(1).collect();
+    let method = request.method().clone();
+    use Method as M;
+    match (&method, segments.as_slice()) {
+        (&M::GET, ["healthz"]) => ("/healthz", ops::healthz()),
+        (&M::GET, ["readyz"]) => ("/readyz", ops::readyz(app).await),
+        (&M::GET, ["metrics"]) => ("/metrics", ops::metrics(app, &request, peer)),
+        (&M::GET, ["openapi.json"]) => ("/openapi.json", ops::openapi()),
+        (&M::GET, ["docs"]) => ("/docs", ops::docs()),
+        (&M::POST, ["api", "token"]) | (&M::POST, ["token"]) => {
+            ("/api/token", token::create_token(app, request, peer).await)
+        }
+        (&M::POST, ["api", "auth", "logout"]) => {
+            ("/api/auth/logout", token::logout(app, request).await)
+        }
+        (&M::POST, ["api", "tokens"]) => {
+            ("/api/tokens", token::issue_device_token(app, request).await)
+        }
+        (&M::GET, ["api", "users", "me"]) => ("/api/users/me", users::me(app, &request).await),
+        (&M::GET, ["api", "users"]) => ("/api/users", users::list_users(app, &request).await),
+        (&M::POST, ["api", "users"]) => ("/api/users", users::create_user(app, request).await),
+        (&M::DELETE, ["api", "users", name]) => (
+            "/api/users/{username}",
+            users::delete_user(app, &request, name).await,
+        ),
+        (&M::GET, ["api", "agents"]) => ("/api/agents", agents::list_agents(app, &request)),
+        (&M::GET, ["api", "agents", name]) => {
+            ("/api/agents/{name}", agents::get_agent(app, &request, name))
+        }
+        (&M::POST, ["api", "agents", name, "chat"]) => (
+            "/api/agents/{name}/chat",
+            chat::chat(app, request, name).await,
+        ),
+        (&M::GET, ["api", "agents", name, "chat", "sessions"]) => (
+            "/api/agents/{name}/chat/sessions",
+            sessions::list_sessions(app, &request, name).await,
+        ),
+        (&M::GET, ["api", "agents", name, "chat", "sessions", id]) => (
+            "/api/agents/{name}/chat/sessions/{id}",
+            sessions::get_session(app, &request, name, id).await,
+        ),
+        (&M::POST, ["api", "agents", name, "chat", "sessions", id, "close"]) => (
+            "/api/agents/{name}/chat/sessions/{id}/close",
+            sessions::close_session(app, &request, name, id).await,
+        ),
+        (&M::GET, ["api", "agents", name, "chat", "history", "persistent"]) => (
+            "/api/agents/{name}/chat/history/persistent",
+            sessions::persistent_history(app, &request, name).await,
+        ),
+        (&M::DELETE, ["api", "agents", name, "chat", "history"]) => (
+            "/api/agents/{name}/chat/history",
+            sessions::reset_history(app, &request, name).await,
+        ),
+        (&M::GET, ["api", "agents", name, "activity"]) => (
+            "/api/agents/{name}/activity",
+            sessions::activity(app, &request, name).await,
+        ),
+        (&M::GET, ["api", "agents", name, "executions"]) => (
+            "/api/agents/{name}/executions",
+            executions::list_executions(app, &request, name).await,
+        ),
+        (&M::GET, ["api", "agents", name, "executions", "running"]) => (
+            "/api/agents/{name}/executions/running",
+            executions::running_executions(app, &request, name).await,
+        ),
+        (&M::GET, ["api", "agents", name, "executions", id]) => (
+            "/api/agents/{name}/executions/{id}",
+            executions::get_execution(app, &request, name, id).await,
+        ),
+        (&M::GET, ["api", "agents", name, "executions", id, "stream"]) => (
+            "/api/agents/{name}/executions/{id}/stream",
+            executions::stream_execution(app, &request, name, id).await,
+        ),
+        (&M::POST, ["api", "agents", name, "executions", id, "terminate"]) => (
+            "/api/agents/{name}/executions/{id}/terminate",
+            executions::terminate_execution(app, &request, name, id).await,
+        ),
+        _ => ("unmatched", Err(unmatched(&method, &segments))),
+    }
+}
+
+/// 405 for a known path with another method, else 404.
+fn unmatched(method: &Method, segments: &[&str]) -> ApiError {
+    let known = [
+        "healthz",
+        "readyz",
+        "metrics",
+        "openapi.json",
+        "docs",
+        "token",
+        "api",
+    ];
+    let path_known = segments.first().is_some_and(|s| known.contains(s)) && segments.len() <= 7;
+    if path_known && !matches!(segments, ["api"] | ["api", ""]) && is_route_path(segments) {
+        ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            format!("{method} is not allowed here"),
+        )
+    } else {
+        ApiError::not_found("route")
+    }
+}
+
+/// True when some route has this path (with any method).
+fn is_route_path(segments: &[&str]) -> bool {
+    matches!(
+        segments,
+        ["healthz"]
+            | ["readyz"]
+            | ["metrics"]
+            | ["openapi.json"]
+            | ["docs"]
+            | ["token"]
+            | ["api", "token"]
+            | ["api", "auth", "logout"]
+            | ["api", "tokens"]
+            | ["api", "users"]
+            | ["api", "users", _]
+            | ["api", "agents"]
+            | ["api", "agents", _]
+            | ["api", "agents", _, "chat"]
+            | ["api", "agents", _, "chat", "sessions"]
+            | ["api", "agents", _, "chat", "sessions", _]
+            | ["api", "agents", _, "chat", "sessions", _, "close"]
+            | ["api", "agents", _, "chat", "history"]
+            | ["api", "agents", _, "chat", "history", "persistent"]
+            | ["api", "agents", _, "activity"]
+            | ["api", "agents", _, "executions"]
+            | ["api", "agents", _, "executions", _]
+            | ["api", "agents", _, "executions", _, "stream"]
+            | ["api", "agents", _, "executions", _, "terminate"]
+    )
+}
+
+/// The caller of a request with a bearer token, or 401.
+pub fn authenticate(app: &App, request: &Request<Incoming>) -> Result<Caller, ApiError> {
+    let header = request
+        .headers()
+        .get(hyper::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .ok_or(crate::auth::Error::Missing)?;
+    let token = header
+        .strip_prefix("Bearer ")
+        .or_else(|| header.strip_prefix("bearer "))
+        .ok_or(crate::auth::Error::Missing)?;
+    Ok(app.auth().verify(token.trim())?)
+}
+
+/// The caller, who must be allowed `scope`.
+pub fn caller_with_scope(
+    app: &App,
+    request: &Request<Incoming>,
+    scope: &str,
+) -> Result<Caller, ApiError> {
+    let caller = authenticate(app, request)?;
+    caller.require_scope(scope)?;
+    Ok(caller)
+}

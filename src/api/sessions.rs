@@ -1,0 +1,120 @@
+//! Sessions and history routes, and the agent's activity summary.
+
+use super::{caller_with_scope, Query};
+use crate::app::App;
+use crate::chat::HistoryOwner;
+use crate::error::{ApiError, ApiResult};
+use crate::http::body;
+use crate::records::SessionStatus;
+use hyper::body::Incoming;
+use hyper::{Request, StatusCode};
+use serde_json::json;
+
+/// `GET /api/agents/{name}/chat/sessions`
+pub async fn list_sessions(app: &App, request: &Request<Incoming>, name: &str) -> ApiResult {
+    let caller = caller_with_scope(app, request, "chat")?;
+    let agent = app.agents().visible(&caller, name)?;
+    let query = Query::parse(request.uri().query());
+    let status = match query.get("status") {
+        None => None,
+        Some("active") => Some(SessionStatus::Active),
+        Some("closed") => Some(SessionStatus::Closed),
+        Some(other) => {
+            return Err(ApiError::bad_request(format!(
+                "status={other:?} is not active or closed"
+            )))
+        }
+    };
+    let page = app
+        .chat()
+        .list_sessions(&agent, &caller, status, query.get("cursor"), query.limit()?)
+        .await?;
+    Ok(body::json(
+        StatusCode::OK,
+        &json!({"sessions": page.sessions, "next_cursor": page.next_cursor}),
+    ))
+}
+
+/// `GET /api/agents/{name}/chat/sessions/{id}`
+pub async fn get_session(
+    app: &App,
+    request: &Request<Incoming>,
+    name: &str,
+    id: &str,
+) -> ApiResult {
+    let caller = caller_with_scope(app, request, "chat")?;
+    let agent = app.agents().visible(&caller, name)?;
+    let query = Query::parse(request.uri().query());
+    let limit = query.number("limit", 100, 1, 500)? as usize;
+    let session = app.chat().session(&agent, &caller, id).await?;
+    let page = app
+        .chat()
+        .messages(&session, query.get("cursor"), limit)
+        .await?;
+    Ok(body::json(
+        StatusCode::OK,
+        &json!({"session": session, "messages": page.messages, "next_cursor": page.next_cursor}),
+    ))
+}
+
+/// `POST /api/agents/{name}/chat/sessions/{id}/close`
+pub async fn close_session(
+    app: &App,
+    request: &Request<Incoming>,
+    name: &str,
+    id: &str,
+) -> ApiResult {
+    let caller = caller_with_scope(app, request, "chat")?;
+    let agent = app.agents().visible(&caller, name)?;
+    let session = app.chat().close_session(&agent, &caller, id).await?;
+    Ok(body::json(
+        StatusCode::OK,
+        &json!({"status": "closed", "session_id": session.id}),
+    ))
+}
+
+/// `GET /api/agents/{name}/chat/history/persistent`
+pub async fn persistent_history(app: &App, request: &Request<Incoming>, name: &str) -> ApiResult {
+    let caller = caller_with_scope(app, request, "chat")?;
+    let agent = app.agents().visible(&caller, name)?;
+    let query = Query::parse(request.uri().query());
+    let owner = if query.flag("all")? {
+        HistoryOwner::Everyone
+    } else {
+        match query.get("user") {
+            Some(user) if user != caller.username => HistoryOwner::User(user.to_string()),
+            _ => HistoryOwner::Caller,
+        }
+    };
+    let page = app
+        .chat()
+        .history(&agent, &caller, owner, query.get("cursor"), query.limit()?)
+        .await?;
+    Ok(body::json(
+        StatusCode::OK,
+        &json!({"messages": page.messages, "next_cursor": page.next_cursor}),
+    ))
+}
+
+/// `DELETE /api/agents/{name}/chat/history`
+pub async fn reset_history(app: &App, request: &Request<Incoming>, name: &str) -> ApiResult {
+    let caller = caller_with_scope(app, request, "chat")?;
+    let agent = app.agents().visible(&caller, name)?;
+    let all = Query::parse(request.uri().query()).flag("all")?;
+    let closed = app.chat().reset(&agent, &caller, all).await?;
+    let body = if all {
+        json!({"status": "reset", "closed_session_ids": closed})
+    } else {
+        json!({"status": "reset", "closed_session_id": closed.first()})
+    };
+    Ok(body::json(StatusCode::OK, &body))
+}
+
+/// `GET /api/agents/{name}/activity`
+pub async fn activity(app: &App, request: &Request<Incoming>, name: &str) -> ApiResult {
+    let caller = caller_with_scope(app, request, "chat")?;
+    let agent = app.agents().visible(&caller, name)?;
+    let hours = Query::parse(request.uri().query()).number("hours", 24, 1, 720)?;
+    let summary = crate::activity::summarize(app, &agent, &caller, hours).await?;
+    Ok(body::json(StatusCode::OK, &summary))
+}

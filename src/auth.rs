@@ -1,0 +1,285 @@
+//! Who is calling: bearer JWTs (HS256, secret generated into the data dir), revocation that
+//! is checked on every request and fails closed, scoped device tokens, and login throttling.
+
+use crate::clock::Timestamp;
+use crate::records::{Role, User};
+use crate::store::{self, Store};
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde::{Deserialize, Serialize};
+use std::collections::{HashMap, VecDeque};
+use std::net::IpAddr;
+use std::path::Path;
+use std::sync::{Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+/// The file holding the token signing secret.
+pub const SECRET_FILE: &str = "jwt-secret";
+const THROTTLE_WINDOW: Duration = Duration::from_secs(60);
+
+/// What can go wrong authenticating.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("missing bearer token")]
+    Missing,
+    #[error("invalid or expired token")]
+    Invalid,
+    #[error("this token has been revoked")]
+    Revoked,
+    #[error("this token's scope does not allow this request")]
+    OutOfScope,
+    #[error("admin only")]
+    AdminOnly,
+    #[error("too many failed logins; try again in {retry_after} s")]
+    Throttled { retry_after: u64 },
+    #[error("wrong username or password")]
+    BadCredentials,
+    #[error("token secret {path}: {message}")]
+    Secret { path: String, message: String },
+    #[error(transparent)]
+    Store(#[from] store::Error),
+}
+
+/// The authenticated caller of a request.
+#[derive(Clone, Debug)]
+pub struct Caller {
+    pub username: String,
+    pub role: Role,
+    /// Scopes of a device token; None for a full login token.
+    pub scope: Option<Vec<String>>,
+    pub jti: String,
+    pub expires_at: i64,
+}
+
+impl Caller {
+    pub fn is_admin(&self) -> bool {
+        self.role == Role::Admin
+    }
+
+    /// Fails unless the token allows `scope` (full tokens allow everything).
+    pub fn require_scope(&self, scope: &str) -> Result<(), Error> {
+        match &self.scope {
+            None => Ok(()),
+            Some(scopes) if scopes.iter().any(|s| s == scope) => Ok(()),
+            Some(_) => Err(Error::OutOfScope),
+        }
+    }
+
+    /// Fails unless the caller is an admin with a full token.
+    pub fn require_admin(&self) -> Result<(), Error> {
+        if !self.is_admin() {
+            return Err(Error::AdminOnly);
+        }
+        if self.scope.is_some() {
+            return Err(Error::OutOfScope);
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Claims {
+    sub: String,
+    role: Role,
+    iat: i64,
+    exp: i64,
+    jti: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    scope: Option<String>,
+}
+
+/// A minted token.
+#[derive(Debug, Serialize)]
+pub struct Issued {
+    pub access_token: String,
+    pub token_type: &'static str,
+    pub expires_in: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scope: Option<String>,
+}
+
+/// Token minting and checking, and the login throttle.
+pub struct Auth {
+    store: Store,
+    encoding: EncodingKey,
+    decoding: DecodingKey,
+    validation: Validation,
+    ttl: Duration,
+    attempts_per_minute: usize,
+    /// Revoked token ids with their expiry (unix seconds), mirrored from the store.
+    revoked: RwLock<HashMap<String, i64>>,
+    failures: Mutex<HashMap<String, VecDeque<Instant>>>,
+}
+
+impl Auth {
+    /// Loads (or creates, 0600) the signing secret and the revocation list.
+    pub async fn open(
+        store: Store,
+        data_dir: &Path,
+        ttl: Duration,
+        attempts_per_minute: u32,
+    ) -> Result<Auth, Error> {
+        let secret = load_secret(data_dir)?;
+        let now = Timestamp::now().unix_seconds();
+        let revoked = store.read(move |r| r.revoked_tokens(now)).await?;
+        let mut validation = Validation::new(Algorithm::HS256);
+        validation.leeway = 0;
+        validation.set_required_spec_claims(&["exp", "sub"]);
+        Ok(Auth {
+            store,
+            encoding: EncodingKey::from_secret(&secret).map_err(|e| secret_error(data_dir, e))?,
+            decoding: DecodingKey::from_secret(&secret).map_err(|e| secret_error(data_dir, e))?,
+            validation,
+            ttl,
+            attempts_per_minute: attempts_per_minute as usize,
+            revoked: RwLock::new(revoked.into_iter().collect()),
+            failures: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// The default lifetime of login tokens.
+    pub fn ttl(&self) -> Duration {
+        self.ttl
+    }
+
+    /// Mints a token for `user`, valid for `ttl`, limited to `scope` (space-separated) if given.
+    pub fn issue(&self, user: &User, ttl: Duration, scope: Option<String>) -> Issued {
+        let now = Timestamp::now().unix_seconds();
+        let claims = Claims {
+            sub: user.username.clone(),
+            role: user.role,
+            iat: now,
+            exp: now + ttl.as_secs() as i64,
+            jti: crate::ids::new_id(),
+            scope: scope.clone(),
+        };
+        let access_token =
+            jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
+                .expect("HS256 signing with a valid key succeeds");
+        Issued {
+            access_token,
+            token_type: "bearer",
+            expires_in: ttl.as_secs(),
+            scope,
+        }
+    }
+
+    /// Checks a bearer token: signature, algorithm, expiry, revocation.
+    pub fn verify(&self, token: &str) -> Result<Caller, Error> {
+        let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
+            .map_err(|_| Error::Invalid)?;
+        let claims = data.claims;
+        // Fail closed: a poisoned lock means we cannot tell, so the answer is no.
+        let revoked = self.revoked.read().map_err(|_| Error::Revoked)?;
+        if revoked.contains_key(&claims.jti) {
+            return Err(Error::Revoked);
+        }
+        let scope = claims
+            .scope
+            .map(|s| s.split_whitespace().map(str::to_string).collect());
+        Ok(Caller {
+            username: claims.sub,
+            role: claims.role,
+            scope,
+            jti: claims.jti,
+            expires_at: claims.exp,
+        })
+    }
+
+    /// Revokes the caller's token until it expires; durable before it returns.
+    pub async fn revoke(&self, caller: &Caller) -> Result<(), Error> {
+        let (jti, exp) = (caller.jti.clone(), caller.expires_at);
+        let now = Timestamp::now().unix_seconds();
+        self.store
+            .write(move |tx| tx.revoke_token(&jti, exp, now))
+            .await?;
+        let mut revoked = self.revoked.write().unwrap_or_else(|p| p.into_inner());
+        revoked.retain(|_, expiry| *expiry > now);
+        revoked.insert(caller.jti.clone(), exp);
+        Ok(())
+    }
+
+    /// Refuses a login attempt while the account or the address has too many recent failures.
+    pub fn check_throttle(&self, username: &str, ip: IpAddr) -> Result<(), Error> {
+        let mut failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        let mut wait = Duration::ZERO;
+        for key in [account_key(username), ip_key(ip)] {
+            if let Some(times) = failures.get_mut(&key) {
+                while times
+                    .front()
+                    .is_some_and(|t| now.duration_since(*t) >= THROTTLE_WINDOW)
+                {
+                    times.pop_front();
+                }
+                if times.len() >= self.attempts_per_minute {
+                    let oldest = times.front().copied().unwrap_or(now);
+                    wait = wait.max(THROTTLE_WINDOW.saturating_sub(now.duration_since(oldest)));
+                }
+            }
+        }
+        if wait.is_zero() {
+            Ok(())
+        } else {
+            Err(Error::Throttled {
+                retry_after: wait.as_secs().max(1),
+            })
+        }
+    }
+
+    /// Counts a failed login against the account and the address.
+    pub fn record_failure(&self, username: &str, ip: IpAddr) {
+        let mut failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        for key in [account_key(username), ip_key(ip)] {
+            failures.entry(key).or_default().push_back(now);
+        }
+        if failures.len() > 100_000 {
+            failures.retain(|_, t| {
+                t.back()
+                    .is_some_and(|t| now.duration_since(*t) < THROTTLE_WINDOW)
+            });
+        }
+    }
+
+    /// Clears the account's failures after a good login.
+    pub fn record_success(&self, username: &str) {
+        let mut failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+        failures.remove(&account_key(username));
+    }
+}
+
+fn account_key(username: &str) -> String {
+    format!("user:{username}")
+}
+
+fn ip_key(ip: IpAddr) -> String {
+    format!("ip:{ip}")
+}
+
+fn secret_error(data_dir: &Path, err: impl std::fmt::Display) -> Error {
+    Error::Secret {
+        path: data_dir.join(SECRET_FILE).display().to_string(),
+        message: err.to_string(),
+    }
+}
+
+/// Reads the signing secret, creating it (0600) at first start.
+fn load_secret(data_dir: &Path) -> Result<Vec<u8>, Error> {
+    let path = data_dir.join(SECRET_FILE);
+    match std::fs::read_to_string(&path) {
+        Ok(text) if text.trim().len() >= 64 => Ok(text.trim().as_bytes().to_vec()),
+        Ok(_) => Err(secret_error(
+            data_dir,
+            "too short; delete it to make a new one (this signs out everyone)",
+        )),
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+            let mut raw = [0u8; 48];
+            crate::ids::random_bytes(&mut raw);
+            let secret = crate::ids::hex(&raw);
+            crate::users::write_private(&path, format!("{secret}\n").as_bytes())
+                .map_err(|e| secret_error(data_dir, e))?;
+            Ok(secret.into_bytes())
+        }
+        Err(err) => Err(secret_error(data_dir, err)),
+    }
+}

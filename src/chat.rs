@@ -1,0 +1,433 @@
+//! Chat: sessions of (agent, user) and turns in them. One turn at a time per session
+//! (`session_busy`), at most `max_concurrent` per agent (`agent_busy`). The user message is
+//! committed with the execution before the engine runs; the assistant message is committed
+//! with the execution's final state.
+
+mod sessions;
+
+pub use sessions::{HistoryOwner, HistoryPage, SessionPage};
+
+use crate::agents::{self, Agent};
+use crate::clock::Timestamp;
+use crate::engines::{HistoryMessage, Turn};
+use crate::executions::{Executions, Finished, Live, RunSpec};
+use crate::records::{Execution, ExecutionKind, ExecutionStatus, Message, Session, SessionStatus};
+use crate::store::{self, IdempotencyRecord, Store, Tx};
+use serde_json::json;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+/// How long an idempotency key holds.
+pub const IDEMPOTENCY_WINDOW_MS: i64 = 24 * 3600 * 1000;
+/// Earlier messages handed to engines that take the history.
+const HISTORY_MESSAGES: usize = 50;
+
+/// What can go wrong in chat.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Agent(#[from] agents::Error),
+    #[error("session not found")]
+    SessionNotFound,
+    #[error("this session is answering another message")]
+    SessionBusy { execution_id: String },
+    #[error(
+        "this session is closed; send without session_id or with new_session to start another"
+    )]
+    SessionClosed,
+    #[error("a request with this Idempotency-Key is still running")]
+    DuplicateInFlight { execution_id: String },
+    #[error("message must not be empty")]
+    EmptyMessage,
+    #[error("invalid cursor")]
+    BadCursor,
+    #[error(transparent)]
+    Store(#[from] store::Error),
+}
+
+/// A turn to run.
+pub struct TurnRequest {
+    pub agent: Arc<Agent>,
+    /// Whose session the turn belongs to.
+    pub username: String,
+    pub message: String,
+    pub session_id: Option<String>,
+    pub new_session: bool,
+    pub model: Option<String>,
+    pub idempotency_key: Option<String>,
+    pub kind: ExecutionKind,
+    /// The `source` of the stored messages (`text`, `voice`, `task`, …).
+    pub source: &'static str,
+}
+
+/// A turn that was accepted, or the earlier one an idempotency key points at.
+pub enum Started {
+    Live {
+        live: Arc<Live>,
+        execution_id: String,
+        session_id: String,
+    },
+    Replay(Box<Execution>),
+}
+
+/// What the creation transaction decided.
+enum Admission {
+    Accepted {
+        session: Session,
+        resume: Option<String>,
+        execution: Box<Execution>,
+    },
+    Duplicate(IdempotencyRecord),
+    Rejected(Error),
+}
+
+/// Cheap-clone handle to the chat service.
+#[derive(Clone)]
+pub struct Chat {
+    store: Store,
+    executions: Executions,
+    /// session id → the execution running in it. Changed only by store write jobs and by
+    /// the run's after-hook, so the check and the mark are one step.
+    busy: Arc<Mutex<HashMap<String, String>>>,
+}
+
+impl Chat {
+    pub fn new(store: Store, executions: Executions) -> Chat {
+        Chat {
+            store,
+            executions,
+            busy: Arc::new(Mutex::new(HashMap::new())),
+        }
+    }
+
+    /// Accepts a turn and starts it, or replays the one its idempotency key names.
+    pub async fn start_turn(&self, request: TurnRequest) -> Result<Started, Error> {
+        if request.message.trim().is_empty() {
+            return Err(Error::EmptyMessage);
+        }
+        if let Some(replay) = self.idempotent_replay(&request).await? {
+            return Ok(replay);
+        }
+        let permit = request.agent.try_slot()?;
+        let execution_id = crate::ids::new_id();
+        let live = self.executions.register(&execution_id);
+        let marked = Arc::new(Mutex::new(None::<String>));
+        let admitted = {
+            let busy = self.busy.clone();
+            let marked = marked.clone();
+            let plan = Plan::from(&request, execution_id.clone());
+            self.store
+                .write(move |tx| plan.admit(tx, &busy, &marked))
+                .await
+        };
+        let (session, resume, execution) = match admitted {
+            Ok(Admission::Accepted {
+                session,
+                resume,
+                execution,
+            }) => (session, resume, execution),
+            other => {
+                self.executions.abandon(&live);
+                if let Some(session_id) = lock(&marked).take() {
+                    lock(&self.busy).remove(&session_id);
+                }
+                return match other {
+                    Ok(Admission::Duplicate(record)) => self.replay_or_conflict(record).await,
+                    Ok(Admission::Rejected(err)) => Err(err),
+                    Err(err) => Err(err.into()),
+                    Ok(Admission::Accepted { .. }) => unreachable!("handled above"),
+                };
+            }
+        };
+
+        let history = if request.agent.engine.wants_history() {
+            let id = session.id.clone();
+            let mut earlier = self
+                .store
+                .read(move |r| r.messages(&id, None, HISTORY_MESSAGES + 1))
+                .await?;
+            earlier.pop(); // the message of this turn
+            earlier
+                .into_iter()
+                .filter(|m| !m.content.is_empty())
+                .map(|m| HistoryMessage {
+                    role: m.role,
+                    content: m.content,
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let init_event = json!({
+            "type": "system",
+            "subtype": "init",
+            "session_id": session.id,
+            "execution_id": execution_id,
+            "agent": request.agent.name(),
+            "model": execution.model,
+        });
+        let busy = self.busy.clone();
+        let session_id = session.id.clone();
+        let source = request.source;
+        let spec = RunSpec {
+            execution: *execution,
+            engine: request.agent.engine.clone(),
+            turn: Turn {
+                prompt: request.message,
+                history,
+                resume,
+                model: request.model,
+            },
+            timeout: request.agent.config.timeout,
+            init_event,
+            finish: Box::new(move |tx, finished| store_reply(tx, finished, source)),
+            after: Box::new(move |execution| {
+                if let Some(session_id) = &execution.session_id {
+                    lock(&busy).remove(session_id);
+                }
+                drop(permit);
+            }),
+        };
+        self.executions.spawn(live.clone(), spec);
+        Ok(Started::Live {
+            live,
+            execution_id,
+            session_id,
+        })
+    }
+
+    async fn idempotent_replay(&self, request: &TurnRequest) -> Result<Option<Started>, Error> {
+        let Some(key) = request.idempotency_key.clone() else {
+            return Ok(None);
+        };
+        let (agent, user) = (request.agent.name().to_string(), request.username.clone());
+        let found = self
+            .store
+            .read(move |r| r.idempotency(&[&agent, &user, &key]))
+            .await?;
+        match found.filter(|r| fresh(r)) {
+            Some(record) => self.replay_or_conflict(record).await.map(Some),
+            None => Ok(None),
+        }
+    }
+
+    async fn replay_or_conflict(&self, record: IdempotencyRecord) -> Result<Started, Error> {
+        let id = record.execution_id.clone();
+        let execution = self.store.read(move |r| r.execution(&id)).await?;
+        match execution {
+            Some(execution) if execution.status.is_final() => {
+                Ok(Started::Replay(Box::new(execution)))
+            }
+            _ => Err(Error::DuplicateInFlight {
+                execution_id: record.execution_id,
+            }),
+        }
+    }
+
+    /// The running execution of a session, if any.
+    pub fn running_in(&self, session_id: &str) -> Option<String> {
+        lock(&self.busy).get(session_id).cloned()
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn fresh(record: &IdempotencyRecord) -> bool {
+    Timestamp::now().0 - record.created_at.0 < IDEMPOTENCY_WINDOW_MS
+}
+
+/// The parts of a request the creation transaction needs.
+struct Plan {
+    agent: String,
+    username: String,
+    message: String,
+    session_id: Option<String>,
+    new_session: bool,
+    model: Option<String>,
+    idempotency_key: Option<String>,
+    kind: ExecutionKind,
+    source: &'static str,
+    execution_id: String,
+}
+
+impl Plan {
+    fn from(request: &TurnRequest, execution_id: String) -> Plan {
+        Plan {
+            agent: request.agent.name().to_string(),
+            username: request.username.clone(),
+            message: request.message.clone(),
+            session_id: request.session_id.clone(),
+            new_session: request.new_session,
+            model: request.model.clone().or_else(|| request.agent.model()),
+            idempotency_key: request.idempotency_key.clone(),
+            kind: request.kind,
+            source: request.source,
+            execution_id,
+        }
+    }
+
+    /// Decides and records the turn in one step of the writer: checks before writes.
+    fn admit(
+        self,
+        tx: &Tx<'_>,
+        busy: &Mutex<HashMap<String, String>>,
+        marked: &Mutex<Option<String>>,
+    ) -> Result<Admission, store::Error> {
+        let key_parts = self
+            .idempotency_key
+            .as_ref()
+            .map(|key| [self.agent.clone(), self.username.clone(), key.clone()]);
+        if let Some(parts) = &key_parts {
+            let parts: Vec<&str> = parts.iter().map(String::as_str).collect();
+            if let Some(record) = tx.idempotency(&parts)?.filter(fresh) {
+                return Ok(Admission::Duplicate(record));
+            }
+        }
+        let now = Timestamp::now();
+        let mut session = match self.resolve_session(tx, now)? {
+            Ok(session) => session,
+            Err(err) => return Ok(Admission::Rejected(err)),
+        };
+        {
+            let mut busy = lock(busy);
+            if let Some(running) = busy.get(&session.id) {
+                return Ok(Admission::Rejected(Error::SessionBusy {
+                    execution_id: running.clone(),
+                }));
+            }
+            busy.insert(session.id.clone(), self.execution_id.clone());
+            *lock(marked) = Some(session.id.clone());
+        }
+        let resume = tx.engine_state(&session.id)?;
+        let execution = Execution {
+            id: self.execution_id.clone(),
+            agent: self.agent.clone(),
+            kind: self.kind,
+            status: ExecutionStatus::Running,
+            username: Some(self.username.clone()),
+            origin: None,
+            message: self.message.clone(),
+            created_at: now,
+            started_at: Some(now),
+            finished_at: None,
+            duration_ms: None,
+            cost_usd: 0.0,
+            session_id: Some(session.id.clone()),
+            response: None,
+            error: None,
+            tool_calls: Vec::new(),
+            usage: serde_json::Value::Null,
+            model: self.model.clone(),
+            num_turns: 0,
+            events_count: 0,
+            payment: None,
+        };
+        tx.put_execution(&execution)?;
+        let message = Message {
+            id: crate::ids::new_id_at(now),
+            session_id: session.id.clone(),
+            role: "user".into(),
+            content: self.message,
+            created_at: now,
+            source: self.source.into(),
+            execution_id: Some(self.execution_id.clone()),
+            cost_usd: None,
+            usage: None,
+            tool_calls: Vec::new(),
+            duration_ms: None,
+            status: None,
+            seq: 0,
+        };
+        tx.append_message(&mut session, message)?;
+        if let Some(parts) = &key_parts {
+            let parts: Vec<&str> = parts.iter().map(String::as_str).collect();
+            let record = IdempotencyRecord {
+                execution_id: self.execution_id.clone(),
+                created_at: now,
+            };
+            tx.put_idempotency(&parts, &record)?;
+        }
+        Ok(Admission::Accepted {
+            session,
+            resume,
+            execution: Box::new(execution),
+        })
+    }
+
+    fn resolve_session(
+        &self,
+        tx: &Tx<'_>,
+        now: Timestamp,
+    ) -> Result<Result<Session, Error>, store::Error> {
+        if let Some(id) = &self.session_id {
+            let session = tx
+                .session(id)?
+                .filter(|s| s.agent_name == self.agent && s.username == self.username);
+            return Ok(match session {
+                None => Err(Error::SessionNotFound),
+                Some(s) if s.status == SessionStatus::Closed => Err(Error::SessionClosed),
+                Some(s) => Ok(s),
+            });
+        }
+        let active = match tx.active_session(&self.agent, &self.username)? {
+            Some(id) => tx.session(&id)?,
+            None => None,
+        };
+        if let Some(mut active) = active {
+            if !self.new_session {
+                return Ok(Ok(active));
+            }
+            active.status = SessionStatus::Closed;
+            tx.put_session(&active)?;
+        }
+        let session = Session {
+            id: crate::ids::new_id_at(now),
+            agent_name: self.agent.clone(),
+            username: self.username.clone(),
+            status: SessionStatus::Active,
+            started_at: now,
+            last_message_at: None,
+            message_count: 0,
+            total_cost_usd: 0.0,
+            context_tokens: 0,
+            title: None,
+        };
+        tx.put_session(&session)?;
+        tx.set_active_session(&self.agent, &self.username, Some(&session.id))?;
+        Ok(Ok(session))
+    }
+}
+
+/// The final-commit hook of a chat turn: the assistant message and the engine's resume handle.
+fn store_reply(tx: &Tx<'_>, finished: &Finished<'_>, source: &str) -> Result<(), store::Error> {
+    let execution = finished.execution;
+    let Some(session_id) = &execution.session_id else {
+        return Ok(());
+    };
+    let Some(mut session) = tx.session(session_id)? else {
+        return Ok(());
+    };
+    let now = execution.finished_at.unwrap_or_else(Timestamp::now);
+    let message = Message {
+        id: crate::ids::new_id_at(now),
+        session_id: session.id.clone(),
+        role: "assistant".into(),
+        content: execution.response.clone().unwrap_or_default(),
+        created_at: now,
+        source: source.into(),
+        execution_id: Some(execution.id.clone()),
+        cost_usd: Some(execution.cost_usd),
+        usage: Some(execution.usage.clone()),
+        tool_calls: execution.tool_calls.clone(),
+        duration_ms: execution.duration_ms,
+        status: Some(execution.status.as_str().into()),
+        seq: 0,
+    };
+    tx.append_message(&mut session, message)?;
+    if let Some(handle) = finished.resume {
+        tx.set_engine_state(session_id, Some(handle))?;
+    }
+    Ok(())
+}

@@ -1,0 +1,166 @@
+//! The one place errors become HTTP: every area's error maps to a status, a stable code and a
+//! safe message (`{"error", "message", …}`); causes go to the log, never to the client.
+
+use crate::{agents, auth, chat, executions, store, users};
+use hyper::StatusCode;
+use serde_json::{json, Map, Value};
+
+/// An error answer.
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+    pub extra: Map<String, Value>,
+    pub retry_after: Option<u64>,
+}
+
+/// What handlers return.
+pub type ApiResult<T = crate::http::body::Response> = Result<T, ApiError>;
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl ToString) -> ApiError {
+        ApiError {
+            status,
+            code,
+            message: message.to_string(),
+            extra: Map::new(),
+            retry_after: None,
+        }
+    }
+
+    pub fn bad_request(message: impl ToString) -> ApiError {
+        ApiError::new(StatusCode::BAD_REQUEST, "bad_request", message)
+    }
+
+    pub fn invalid(message: impl ToString) -> ApiError {
+        ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_field", message)
+    }
+
+    pub fn not_found(what: &str) -> ApiError {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("{what} not found"),
+        )
+    }
+
+    /// Logs the cause and answers 500 with a generic message.
+    pub fn internal(cause: impl std::fmt::Display) -> ApiError {
+        tracing::error!(cause = %cause, "internal error");
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "internal error; the cause is in the server log",
+        )
+    }
+
+    pub fn with(mut self, key: &str, value: impl Into<Value>) -> ApiError {
+        self.extra.insert(key.to_string(), value.into());
+        self
+    }
+
+    pub fn retry_after(mut self, seconds: u64) -> ApiError {
+        self.retry_after = Some(seconds);
+        self.extra.insert("retry_after".into(), seconds.into());
+        self
+    }
+
+    /// The JSON body.
+    pub fn body(&self) -> Value {
+        let mut body = Map::new();
+        body.insert("error".into(), self.code.into());
+        body.insert("message".into(), self.message.clone().into());
+        for (key, value) in &self.extra {
+            body.insert(key.clone(), value.clone());
+        }
+        Value::Object(body)
+    }
+}
+
+impl From<store::Error> for ApiError {
+    fn from(err: store::Error) -> ApiError {
+        ApiError::internal(err)
+    }
+}
+
+impl From<agents::Error> for ApiError {
+    fn from(err: agents::Error) -> ApiError {
+        match err {
+            agents::Error::NotFound => ApiError::not_found("agent"),
+            agents::Error::NotOwner => ApiError::new(StatusCode::FORBIDDEN, "forbidden", &err),
+            agents::Error::Busy { .. } => {
+                ApiError::new(StatusCode::TOO_MANY_REQUESTS, "agent_busy", &err).retry_after(1)
+            }
+        }
+    }
+}
+
+impl From<auth::Error> for ApiError {
+    fn from(err: auth::Error) -> ApiError {
+        use auth::Error::*;
+        match err {
+            Missing | Invalid | Revoked | BadCredentials => {
+                ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", &err)
+            }
+            OutOfScope | AdminOnly => ApiError::new(StatusCode::FORBIDDEN, "forbidden", &err),
+            Throttled { retry_after } => {
+                ApiError::new(StatusCode::TOO_MANY_REQUESTS, "too_many_attempts", &err)
+                    .retry_after(retry_after)
+            }
+            Secret { .. } => ApiError::internal(err),
+            Store(cause) => cause.into(),
+        }
+    }
+}
+
+impl From<users::Error> for ApiError {
+    fn from(err: users::Error) -> ApiError {
+        use users::Error::*;
+        match err {
+            Exists(_) => ApiError::new(StatusCode::CONFLICT, "user_exists", &err),
+            NotFound => ApiError::not_found("user"),
+            InvalidName | WeakPassword => ApiError::invalid(&err),
+            LastAdmin => ApiError::new(StatusCode::CONFLICT, "last_admin", &err),
+            File { .. } => ApiError::internal(err),
+            Store(cause) => cause.into(),
+        }
+    }
+}
+
+impl From<chat::Error> for ApiError {
+    fn from(err: chat::Error) -> ApiError {
+        use chat::Error::*;
+        match err {
+            Agent(cause) => cause.into(),
+            SessionNotFound => ApiError::not_found("session"),
+            SessionBusy { ref execution_id } => {
+                let id = execution_id.clone();
+                ApiError::new(StatusCode::CONFLICT, "session_busy", &err).with("execution_id", id)
+            }
+            SessionClosed => ApiError::new(StatusCode::CONFLICT, "session_closed", &err),
+            DuplicateInFlight { ref execution_id } => {
+                let id = execution_id.clone();
+                ApiError::new(StatusCode::CONFLICT, "idempotent_in_flight", &err)
+                    .with("execution_id", id)
+            }
+            EmptyMessage => ApiError::invalid(&err),
+            BadCursor => ApiError::bad_request(&err),
+            Store(cause) => cause.into(),
+        }
+    }
+}
+
+impl From<executions::Error> for ApiError {
+    fn from(err: executions::Error) -> ApiError {
+        match err {
+            executions::Error::NotFound => ApiError::not_found("execution"),
+            executions::Error::Store(cause) => cause.into(),
+        }
+    }
+}
+
+/// `json!` re-exported for handlers that build small bodies.
+pub fn message_body(code: &str, message: &str) -> Value {
+    json!({"error": code, "message": message})
+}

@@ -1,0 +1,177 @@
+//! Sockets to requests: the connection cap is taken before `accept` (excess clients wait in
+//! the kernel, not in memory), TLS with ALPN, HTTP/1.1 and HTTP/2 through hyper-util's auto
+//! builder, a header-read timeout, and a graceful stop that lets in-flight requests finish
+//! within the configured deadline.
+
+pub mod body;
+pub mod tls;
+
+use crate::app::App;
+use crate::shutdown::Shutdown;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use rustls::ServerConfig;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
+use tokio_rustls::TlsAcceptor;
+
+type Accepted = (TcpStream, SocketAddr, OwnedSemaphorePermit);
+
+/// Serves `listeners` until `shutdown` fires, then drains for at most the configured time.
+pub async fn serve(
+    app: App,
+    listeners: Vec<TcpListener>,
+    tls: Option<Arc<ServerConfig>>,
+    shutdown: Shutdown,
+) {
+    let config = app.config();
+    let permits = Arc::new(Semaphore::new(config.max_connections));
+    let (accepted_tx, mut accepted) = mpsc::channel::<Accepted>(64);
+    for listener in listeners {
+        tokio::spawn(accept_loop(
+            listener,
+            permits.clone(),
+            accepted_tx.clone(),
+            shutdown.clone(),
+        ));
+    }
+    drop(accepted_tx);
+    let acceptor = tls.map(TlsAcceptor::from);
+    let graceful = GracefulShutdown::new();
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(config.header_timeout)
+        .max_buf_size(64 * 1024);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(128)
+        .keep_alive_interval(Duration::from_secs(30))
+        .keep_alive_timeout(Duration::from_secs(20));
+    let builder = Arc::new(builder);
+    loop {
+        tokio::select! {
+            next = accepted.recv() => match next {
+                Some((stream, peer, permit)) => {
+                    let conn = Connection {
+                        app: app.clone(),
+                        builder: builder.clone(),
+                        watcher: graceful.watcher(),
+                        header_timeout: config.header_timeout,
+                    };
+                    tokio::spawn(conn.serve(stream, peer, acceptor.clone(), permit));
+                }
+                None => break,
+            },
+            _ = shutdown.wait() => break,
+        }
+    }
+    drop(accepted);
+    tracing::info!(
+        open = graceful.count(),
+        "stopped accepting; letting requests finish"
+    );
+    if tokio::time::timeout(config.shutdown_timeout, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("drain deadline passed; closing the remaining connections");
+    }
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    permits: Arc<Semaphore>,
+    accepted: mpsc::Sender<Accepted>,
+    shutdown: Shutdown,
+) {
+    loop {
+        let permit = tokio::select! {
+            permit = permits.clone().acquire_owned() => match permit {
+                Ok(permit) => permit,
+                Err(_) => return,
+            },
+            _ = shutdown.wait() => return,
+        };
+        let (stream, peer) = tokio::select! {
+            result = listener.accept() => match result {
+                Ok(pair) => pair,
+                Err(err) => {
+                    // EMFILE and friends: back off rather than spin.
+                    tracing::warn!(cause = %err, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = shutdown.wait() => return,
+        };
+        let _ = stream.set_nodelay(true);
+        if accepted.send((stream, peer, permit)).await.is_err() {
+            return;
+        }
+    }
+}
+
+struct Connection {
+    app: App,
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    watcher: hyper_util::server::graceful::Watcher,
+    header_timeout: Duration,
+}
+
+impl Connection {
+    async fn serve(
+        self,
+        stream: TcpStream,
+        peer: SocketAddr,
+        acceptor: Option<TlsAcceptor>,
+        _permit: OwnedSemaphorePermit,
+    ) {
+        let metrics = self.app.metrics().clone();
+        metrics.add_connection(1);
+        match acceptor {
+            Some(acceptor) => {
+                match tokio::time::timeout(self.header_timeout, acceptor.accept(stream)).await {
+                    Ok(Ok(tls)) => self.serve_io(tls, peer).await,
+                    Ok(Err(err)) => tracing::debug!(%peer, cause = %err, "TLS handshake failed"),
+                    Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                }
+            }
+            None => {
+                // A client that connects and sends nothing never reaches hyper's header timer.
+                let mut first = [0u8; 1];
+                match tokio::time::timeout(self.header_timeout, stream.peek(&mut first)).await {
+                    Ok(Ok(n)) if n > 0 => self.serve_io(stream, peer).await,
+                    _ => tracing::debug!(%peer, "client sent nothing; dropped"),
+                }
+            }
+        }
+        metrics.add_connection(-1);
+    }
+
+    async fn serve_io<I>(self, io: I, peer: SocketAddr)
+    where
+        I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let app = self.app.clone();
+        let service = service_fn(move |request| {
+            let app = app.clone();
+            async move { Ok::<_, Infallible>(crate::api::handle(&app, request, peer).await) }
+        });
+        let conn = self
+            .builder
+            .serve_connection_with_upgrades(TokioIo::new(io), service);
+        if let Err(err) = self.watcher.watch(conn.into_owned()).await {
+            tracing::debug!(%peer, cause = %err, "connection ended with an error");
+        }
+    }
+}

@@ -1,0 +1,168 @@
+//! Response bodies (whole or streamed from a channel) and size-limited request bodies.
+
+use crate::error::ApiError;
+use bytes::Bytes;
+use http_body_util::BodyExt;
+use hyper::body::{Frame, Incoming, SizeHint};
+use hyper::header::{HeaderValue, CONTENT_LENGTH, CONTENT_TYPE};
+use hyper::{Request, StatusCode};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use std::convert::Infallible;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use tokio::sync::mpsc;
+
+/// A response with our body type.
+pub type Response = hyper::Response<Body>;
+
+/// A response body: bytes known up front, or chunks sent by a producer task.
+pub enum Body {
+    Full(Option<Bytes>),
+    Channel(mpsc::Receiver<Bytes>),
+}
+
+impl Body {
+    pub fn empty() -> Body {
+        Body::Full(None)
+    }
+
+    /// A body fed through the returned sender; it ends when the sender is dropped, and the
+    /// sender fails once the client has gone.
+    pub fn channel() -> (mpsc::Sender<Bytes>, Body) {
+        let (tx, rx) = mpsc::channel(32);
+        (tx, Body::Channel(rx))
+    }
+}
+
+impl hyper::body::Body for Body {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        match self.get_mut() {
+            Body::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
+            Body::Channel(rx) => rx
+                .poll_recv(cx)
+                .map(|chunk| chunk.map(|b| Ok(Frame::data(b)))),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        matches!(self, Body::Full(None))
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            Body::Full(Some(bytes)) => SizeHint::with_exact(bytes.len() as u64),
+            Body::Full(None) => SizeHint::with_exact(0),
+            Body::Channel(_) => SizeHint::default(),
+        }
+    }
+}
+
+/// A JSON response.
+pub fn json(status: StatusCode, value: &impl Serialize) -> Response {
+    let bytes = serde_json::to_vec(value).expect("responses serialize");
+    with_type(status, "application/json", Bytes::from(bytes))
+}
+
+/// A response of `content_type` with a whole body.
+pub fn with_type(status: StatusCode, content_type: &'static str, bytes: Bytes) -> Response {
+    let mut response = hyper::Response::new(Body::Full(Some(bytes)));
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    response
+}
+
+/// The error answer: status, JSON body, `Retry-After` when it has one.
+pub fn error(err: &ApiError) -> Response {
+    let mut response = json(err.status, &err.body());
+    if let Some(seconds) = err.retry_after {
+        response
+            .headers_mut()
+            .insert("retry-after", HeaderValue::from(seconds));
+    }
+    response
+}
+
+/// Reads the whole request body, refusing more than `limit` bytes with 413.
+pub async fn read(request: Request<Incoming>, limit: usize) -> Result<Bytes, ApiError> {
+    let too_large = || {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            format!("request bodies are limited to {limit} bytes"),
+        )
+    };
+    let declared = request
+        .headers()
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(too_large());
+    }
+    let limited = http_body_util::Limited::new(request.into_body(), limit);
+    match limited.collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(err)
+            if err
+                .downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some() =>
+        {
+            Err(too_large())
+        }
+        Err(err) => Err(ApiError::bad_request(format!(
+            "reading the body failed: {err}"
+        ))),
+    }
+}
+
+/// True when the request says its body is JSON (or says nothing).
+pub fn is_json(request: &Request<Incoming>) -> bool {
+    match request
+        .headers()
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+    {
+        None => true,
+        Some(value) => {
+            let media = value.split(';').next().unwrap_or("").trim();
+            media.eq_ignore_ascii_case("application/json") || media.ends_with("+json")
+        }
+    }
+}
+
+/// Reads a JSON body into `T`: 415 for another content type, 413 when too large, 400 when
+/// it is not JSON of the expected shape.
+pub async fn read_json<T: DeserializeOwned>(
+    request: Request<Incoming>,
+    limit: usize,
+) -> Result<T, ApiError> {
+    if !is_json(&request) {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "send the body as application/json",
+        ));
+    }
+    let bytes = read(request, limit).await?;
+    parse_json(&bytes)
+}
+
+/// Parses JSON bytes into `T` (400 naming what is wrong).
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let bytes = if bytes.iter().all(u8::is_ascii_whitespace) {
+        b"{}".as_slice()
+    } else {
+        bytes
+    };
+    serde_json::from_slice(bytes)
+        .map_err(|err| ApiError::bad_request(format!("invalid JSON body: {err}")))
+}

@@ -1,0 +1,95 @@
+//! TLS: certificates from files, or a self-signed one made at first start and kept in the
+//! data dir (its SHA-256 fingerprint is logged so clients can pin it). ALPN offers h2 and
+//! http/1.1.
+
+use crate::config::Tls;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::ServerConfig;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// Where `tls.mode = "auto"` keeps its certificate, inside the data dir.
+pub const AUTO_DIR: &str = "tls";
+
+/// What can go wrong setting up TLS.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("reading {path}: {message}")]
+    Read { path: PathBuf, message: String },
+    #[error("making the self-signed certificate: {0}")]
+    Generate(String),
+    #[error("the certificate and key do not fit together: {0}")]
+    Config(String),
+}
+
+/// The server configuration for `tls`, or None when TLS is off.
+pub fn server_config(tls: &Tls, data_dir: &Path) -> Result<Option<Arc<ServerConfig>>, Error> {
+    let (cert, key) = match tls {
+        Tls::Off => return Ok(None),
+        Tls::Files { cert, key } => (cert.clone(), key.clone()),
+        Tls::Auto => ensure_auto_certificate(data_dir)?,
+    };
+    let chain = CertificateDer::pem_file_iter(&cert)
+        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+        .map_err(|err| read_error(&cert, err))?;
+    if chain.is_empty() {
+        return Err(read_error(&cert, "no certificate in the file"));
+    }
+    let key_der = PrivateKeyDer::from_pem_file(&key).map_err(|err| read_error(&key, err))?;
+    tracing::info!(
+        cert = %cert.display(),
+        sha256 = %fingerprint(&chain[0]),
+        "TLS certificate loaded"
+    );
+    let mut config = ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(chain, key_der)
+        .map_err(|err| Error::Config(err.to_string()))?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(Some(Arc::new(config)))
+}
+
+fn read_error(path: &Path, err: impl std::fmt::Display) -> Error {
+    Error::Read {
+        path: path.to_path_buf(),
+        message: err.to_string(),
+    }
+}
+
+/// SHA-256 of the certificate, as colon-separated uppercase hex (as browsers show it).
+pub fn fingerprint(cert: &CertificateDer<'_>) -> String {
+    let digest = ring::digest::digest(&ring::digest::SHA256, cert.as_ref());
+    digest
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02X}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+/// The auto certificate's files, made on first use.
+fn ensure_auto_certificate(data_dir: &Path) -> Result<(PathBuf, PathBuf), Error> {
+    let dir = data_dir.join(AUTO_DIR);
+    let cert = dir.join("cert.pem");
+    let key = dir.join("key.pem");
+    if cert.exists() && key.exists() {
+        return Ok((cert, key));
+    }
+    std::fs::create_dir_all(&dir).map_err(|err| read_error(&dir, err))?;
+    let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_default();
+    let mut names = vec!["localhost".to_string(), "127.0.0.1".into(), "::1".into()];
+    if !hostname.is_empty() && hostname != "localhost" {
+        names.push(format!("{hostname}.local"));
+        names.push(hostname);
+    }
+    let made =
+        rcgen::generate_simple_self_signed(names).map_err(|e| Error::Generate(e.to_string()))?;
+    crate::users::write_private(&key, made.signing_key.serialize_pem().as_bytes())
+        .map_err(|err| read_error(&key, err))?;
+    std::fs::write(&cert, made.cert.pem()).map_err(|err| read_error(&cert, err))?;
+    tracing::info!(cert = %cert.display(), "made a self-signed TLS certificate");
+    Ok((cert, key))
+}

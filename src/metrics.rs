@@ -1,0 +1,149 @@
+//! Counters for `/metrics`, rendered in the Prometheus text format. Plain atomics and short
+//! mutex sections: nothing here awaits.
+
+use crate::records::{ExecutionKind, ExecutionStatus};
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
+
+/// Upper bounds (seconds) of the latency histogram buckets.
+const LATENCY_BUCKETS: [f64; 12] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0, 30.0,
+];
+
+#[derive(Default)]
+struct Histogram {
+    buckets: [u64; LATENCY_BUCKETS.len()],
+    count: u64,
+    sum: f64,
+}
+
+/// Process-wide counters, owned by `App`.
+#[derive(Default)]
+pub struct Metrics {
+    requests: Mutex<BTreeMap<(&'static str, u16), u64>>,
+    latency: Mutex<BTreeMap<&'static str, Histogram>>,
+    executions: Mutex<BTreeMap<(ExecutionKind, ExecutionStatus), u64>>,
+    running: AtomicI64,
+    connections: AtomicI64,
+    connections_total: AtomicU64,
+}
+
+impl Metrics {
+    /// Counts one answered request of `route` (a route template, never a raw path).
+    pub fn record_request(&self, route: &'static str, status: u16, elapsed: Duration) {
+        if let Ok(mut requests) = self.requests.lock() {
+            *requests.entry((route, status)).or_default() += 1;
+        }
+        let seconds = elapsed.as_secs_f64();
+        if let Ok(mut latency) = self.latency.lock() {
+            let histogram = latency.entry(route).or_default();
+            histogram.count += 1;
+            histogram.sum += seconds;
+            for (i, bound) in LATENCY_BUCKETS.iter().enumerate() {
+                if seconds <= *bound {
+                    histogram.buckets[i] += 1;
+                }
+            }
+        }
+    }
+
+    /// Counts one execution reaching a final status.
+    pub fn record_execution(&self, kind: ExecutionKind, status: ExecutionStatus) {
+        if let Ok(mut executions) = self.executions.lock() {
+            *executions.entry((kind, status)).or_default() += 1;
+        }
+    }
+
+    /// Moves the running-turns gauge.
+    pub fn add_running(&self, delta: i64) {
+        self.running.fetch_add(delta, Ordering::Relaxed);
+    }
+
+    /// Moves the open-connections gauge.
+    pub fn add_connection(&self, delta: i64) {
+        self.connections.fetch_add(delta, Ordering::Relaxed);
+        if delta > 0 {
+            self.connections_total.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// The Prometheus text exposition of every counter.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        out.push_str(
+            "# HELP outpost_http_requests_total Requests answered, by route and status.\n",
+        );
+        out.push_str("# TYPE outpost_http_requests_total counter\n");
+        if let Ok(requests) = self.requests.lock() {
+            for ((route, status), n) in requests.iter() {
+                let _ = writeln!(
+                    out,
+                    "outpost_http_requests_total{{route=\"{route}\",status=\"{status}\"}} {n}"
+                );
+            }
+        }
+        out.push_str(
+            "# HELP outpost_http_request_duration_seconds Time to the response head, by route.\n",
+        );
+        out.push_str("# TYPE outpost_http_request_duration_seconds histogram\n");
+        if let Ok(latency) = self.latency.lock() {
+            for (route, histogram) in latency.iter() {
+                for (i, bound) in LATENCY_BUCKETS.iter().enumerate() {
+                    let _ = writeln!(
+                        out,
+                        "outpost_http_request_duration_seconds_bucket{{route=\"{route}\",le=\"{bound}\"}} {}",
+                        histogram.buckets[i]
+                    );
+                }
+                let _ = writeln!(out, "outpost_http_request_duration_seconds_bucket{{route=\"{route}\",le=\"+Inf\"}} {}", histogram.count);
+                let _ = writeln!(
+                    out,
+                    "outpost_http_request_duration_seconds_sum{{route=\"{route}\"}} {}",
+                    histogram.sum
+                );
+                let _ = writeln!(
+                    out,
+                    "outpost_http_request_duration_seconds_count{{route=\"{route}\"}} {}",
+                    histogram.count
+                );
+            }
+        }
+        out.push_str("# HELP outpost_executions_total Executions finished, by kind and status.\n");
+        out.push_str("# TYPE outpost_executions_total counter\n");
+        if let Ok(executions) = self.executions.lock() {
+            for ((kind, status), n) in executions.iter() {
+                let _ = writeln!(
+                    out,
+                    "outpost_executions_total{{kind=\"{}\",status=\"{}\"}} {n}",
+                    kind.as_str(),
+                    status.as_str()
+                );
+            }
+        }
+        out.push_str("# HELP outpost_running_turns Executions running now.\n");
+        out.push_str("# TYPE outpost_running_turns gauge\n");
+        let _ = writeln!(
+            out,
+            "outpost_running_turns {}",
+            self.running.load(Ordering::Relaxed)
+        );
+        out.push_str("# HELP outpost_open_connections Client connections open now.\n");
+        out.push_str("# TYPE outpost_open_connections gauge\n");
+        let _ = writeln!(
+            out,
+            "outpost_open_connections {}",
+            self.connections.load(Ordering::Relaxed)
+        );
+        out.push_str("# HELP outpost_connections_total Client connections accepted.\n");
+        out.push_str("# TYPE outpost_connections_total counter\n");
+        let _ = writeln!(
+            out,
+            "outpost_connections_total {}",
+            self.connections_total.load(Ordering::Relaxed)
+        );
+        out
+    }
+}

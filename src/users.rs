@@ -1,0 +1,236 @@
+//! Users: accounts with argon2id password hashes, and the first-start `admin`.
+
+use crate::clock::Timestamp;
+use crate::records::{Role, User};
+use crate::store::{self, Store};
+use argon2::password_hash::phc::PasswordHash;
+use argon2::password_hash::{PasswordHasher, PasswordVerifier};
+use argon2::Argon2;
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+/// The file the first start writes the admin password to.
+pub const ADMIN_PASSWORD_FILE: &str = "admin-password";
+const MIN_PASSWORD_CHARS: usize = 8;
+
+/// What can go wrong with users.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("user {0} already exists")]
+    Exists(String),
+    #[error("user not found")]
+    NotFound,
+    #[error(
+        "usernames are 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit"
+    )]
+    InvalidName,
+    #[error("passwords need at least {MIN_PASSWORD_CHARS} characters")]
+    WeakPassword,
+    #[error("the last admin cannot be removed")]
+    LastAdmin,
+    #[error("writing {path}: {source}")]
+    File {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Store(#[from] store::Error),
+}
+
+/// True for a valid username.
+pub fn valid_username(name: &str) -> bool {
+    let bytes = name.as_bytes();
+    !bytes.is_empty()
+        && bytes.len() <= 64
+        && bytes[0].is_ascii_alphanumeric()
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
+/// Hashes a password with argon2id (blocking, ~tens of ms in release).
+fn hash_password(password: &str) -> String {
+    Argon2::default()
+        .hash_password(password.as_bytes())
+        .map(|hash| hash.to_string())
+        .expect("argon2 hashing with default parameters succeeds")
+}
+
+/// Checks a password against a PHC string (blocking).
+fn password_matches(password: &str, phc: &str) -> bool {
+    match PasswordHash::new(phc) {
+        Ok(hash) => Argon2::default()
+            .verify_password(password.as_bytes(), &hash)
+            .is_ok(),
+        Err(_) => false,
+    }
+}
+
+/// A hash no password matches in practice, checked for unknown users so that a login for a
+/// missing account takes as long as one for a real account.
+fn decoy_hash() -> &'static str {
+    static DECOY: OnceLock<String> = OnceLock::new();
+    DECOY.get_or_init(|| hash_password(&crate::ids::random_token(16)))
+}
+
+/// Cheap-clone handle to the users service.
+#[derive(Clone)]
+pub struct Users {
+    store: Store,
+}
+
+impl Users {
+    pub fn new(store: Store) -> Users {
+        Users { store }
+    }
+
+    /// Creates a user.
+    pub async fn create(&self, username: &str, password: &str, role: Role) -> Result<User, Error> {
+        if !valid_username(username) {
+            return Err(Error::InvalidName);
+        }
+        if password.chars().count() < MIN_PASSWORD_CHARS {
+            return Err(Error::WeakPassword);
+        }
+        let password = password.to_string();
+        let password_hash = tokio::task::spawn_blocking(move || hash_password(&password))
+            .await
+            .expect("hashing does not panic");
+        let user = User {
+            username: username.to_string(),
+            role,
+            password_hash,
+            created_at: Timestamp::now(),
+        };
+        let stored = user.clone();
+        let created = self
+            .store
+            .write(move |tx| {
+                if tx.user(&stored.username)?.is_some() {
+                    return Ok(false);
+                }
+                tx.put_user(&stored)?;
+                Ok(true)
+            })
+            .await?;
+        if !created {
+            return Err(Error::Exists(user.username));
+        }
+        Ok(user)
+    }
+
+    /// The user whose name and password these are, or None (constant work either way).
+    pub async fn verify(&self, username: &str, password: &str) -> Result<Option<User>, Error> {
+        let name = username.to_string();
+        let user = self.store.read(move |r| r.user(&name)).await?;
+        let password = password.to_string();
+        let phc = user
+            .as_ref()
+            .map_or_else(|| decoy_hash().to_string(), |u| u.password_hash.clone());
+        let matches = tokio::task::spawn_blocking(move || password_matches(&password, &phc))
+            .await
+            .expect("verifying does not panic");
+        Ok(user.filter(|_| matches))
+    }
+
+    pub async fn get(&self, username: &str) -> Result<User, Error> {
+        let name = username.to_string();
+        self.store
+            .read(move |r| r.user(&name))
+            .await?
+            .ok_or(Error::NotFound)
+    }
+
+    pub async fn list(&self) -> Result<Vec<User>, Error> {
+        Ok(self.store.read(|r| r.users()).await?)
+    }
+
+    /// Sets a new password.
+    pub async fn set_password(&self, username: &str, password: &str) -> Result<(), Error> {
+        if password.chars().count() < MIN_PASSWORD_CHARS {
+            return Err(Error::WeakPassword);
+        }
+        let password = password.to_string();
+        let hash = tokio::task::spawn_blocking(move || hash_password(&password))
+            .await
+            .expect("hashing does not panic");
+        let name = username.to_string();
+        let found = self
+            .store
+            .write(move |tx| match tx.user(&name)? {
+                Some(mut user) => {
+                    user.password_hash = hash;
+                    tx.put_user(&user)?;
+                    Ok(true)
+                }
+                None => Ok(false),
+            })
+            .await?;
+        found.then_some(()).ok_or(Error::NotFound)
+    }
+
+    /// Removes a user; the last admin stays.
+    pub async fn remove(&self, username: &str) -> Result<(), Error> {
+        let name = username.to_string();
+        self.store
+            .write(move |tx| {
+                let Some(user) = tx.user(&name)? else {
+                    return Ok(Err(Error::NotFound));
+                };
+                if user.role == Role::Admin {
+                    // Counting admins needs a scan; users are few.
+                    let admins = tx.admin_count()?;
+                    if admins <= 1 {
+                        return Ok(Err(Error::LastAdmin));
+                    }
+                }
+                tx.delete_user(&name)?;
+                Ok(Ok(()))
+            })
+            .await?
+    }
+
+    /// First start: with no users at all, creates `admin` with `env_password` or a random
+    /// password written to `<data_dir>/admin-password` (0600). Returns that file's path when
+    /// it wrote one.
+    pub async fn first_start(
+        &self,
+        data_dir: &Path,
+        env_password: Option<String>,
+    ) -> Result<Option<PathBuf>, Error> {
+        let count = self.store.read(|r| r.users().map(|u| u.len())).await?;
+        if count > 0 {
+            return Ok(None);
+        }
+        let (password, file) = match env_password.filter(|p| !p.is_empty()) {
+            Some(password) => (password, None),
+            None => {
+                let password = crate::ids::random_token(15);
+                let path = data_dir.join(ADMIN_PASSWORD_FILE);
+                write_private(&path, format!("{password}\n").as_bytes()).map_err(|source| {
+                    Error::File {
+                        path: path.clone(),
+                        source,
+                    }
+                })?;
+                (password, Some(path))
+            }
+        };
+        self.create("admin", &password, Role::Admin).await?;
+        Ok(file)
+    }
+}
+
+/// Writes a file only its owner can read (0600), replacing any earlier one.
+pub fn write_private(path: &Path, contents: &[u8]) -> std::io::Result<()> {
+    let _ = std::fs::remove_file(path);
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    file.write_all(contents)?;
+    file.sync_all()
+}
