@@ -1,15 +1,98 @@
-//! Placeholder for the openai engine while it is being built.
+//! The openai engine: a client of any OpenAI-compatible `/chat/completions` server with
+//! streaming (llama.cpp server, Ollama, vLLM, LocalAI), over hyper-util's HTTP/1 client.
+//!
+//! Each turn sends the system prompt, the session's history and the new message, and maps the
+//! server's SSE chunks onto `stream_event` text deltas, then one final `assistant` event.
+//! `base_url` is the API root including its version path (`http://127.0.0.1:8080/v1`).
+//! Only `http://` is supported for now: an `https://` base_url makes every turn unavailable.
+//! Dropping the turn's future drops the response, which closes the connection and so stops
+//! the generation on servers that notice a closed client.
 
-use super::{BoxFuture, Engine, Error, EventSink, Outcome, Turn};
+mod completion;
+mod sse;
+
+use super::{
+    assistant_event, text_delta_event, BoxFuture, Engine, Error, EventSink, Outcome, Turn,
+};
 use crate::config::EngineConfig;
+use bytes::Bytes;
+use completion::Completion;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE};
+use hyper::{Request, Uri};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use serde_json::{json, Value};
+use sse::SseDecoder;
+use std::time::Duration;
+use tracing::debug;
 
+/// The most one SSE event, or a whole unstreamed response, may hold.
+const MAX_EVENT_BYTES: usize = 8 * 1024 * 1024;
+/// How much of an error response's body is kept as the failure's detail.
+const MAX_DETAIL_BYTES: usize = 4 * 1024;
+/// How long to wait for the TCP connection; the turn's own timeout covers the rest.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The openai engine.
 pub struct OpenAi {
-    _config: EngineConfig,
+    /// Where and what to ask, or why this engine cannot ask anything.
+    settings: Result<Settings, String>,
+    /// Pooled, so consecutive turns reuse a kept-alive connection.
+    client: Client<HttpConnector, Full<Bytes>>,
+}
+
+struct Settings {
+    /// `{base_url}/chat/completions`.
+    endpoint: Uri,
+    base_url: String,
+    model: String,
+    api_key: Option<String>,
+    system_prompt: Option<String>,
 }
 
 impl OpenAi {
+    /// An engine for an `EngineConfig::OpenAi`; a bad `base_url` or another kind gives an
+    /// engine whose turns fail as unavailable.
     pub fn new(config: EngineConfig) -> OpenAi {
-        OpenAi { _config: config }
+        let settings = match config {
+            EngineConfig::OpenAi {
+                base_url,
+                model,
+                api_key,
+                system_prompt,
+            } => endpoint(&base_url).map(|endpoint| Settings {
+                endpoint,
+                base_url,
+                model,
+                api_key,
+                system_prompt,
+            }),
+            other => Err(format!(
+                "the openai engine cannot run a {} configuration",
+                other.kind()
+            )),
+        };
+        let mut connector = HttpConnector::new();
+        connector.set_connect_timeout(Some(CONNECT_TIMEOUT));
+        connector.set_nodelay(true);
+        let client = Client::builder(TokioExecutor::new()).build(connector);
+        OpenAi { settings, client }
+    }
+}
+
+/// The completions URL under `base_url`, which must be plain `http://`.
+fn endpoint(base_url: &str) -> Result<Uri, String> {
+    let url = format!("{}/chat/completions", base_url.trim_end_matches('/'));
+    let uri: Uri = url
+        .parse()
+        .map_err(|err| format!("invalid base_url {base_url}: {err}"))?;
+    match uri.scheme_str() {
+        Some("http") if uri.host().is_some() => Ok(uri),
+        Some("https") => Err("https base_url is not supported yet".into()),
+        _ => Err(format!("base_url must be an http:// URL: {base_url}")),
     }
 }
 
@@ -18,7 +101,228 @@ impl Engine for OpenAi {
         "openai"
     }
 
-    fn run<'a>(&'a self, _turn: Turn, _sink: EventSink) -> BoxFuture<'a, Result<Outcome, Error>> {
-        Box::pin(async { Err(Error::Unavailable("not built yet".into())) })
+    fn run<'a>(&'a self, turn: Turn, sink: EventSink) -> BoxFuture<'a, Result<Outcome, Error>> {
+        Box::pin(async move {
+            match &self.settings {
+                Ok(settings) => self.run_turn(settings, turn, sink).await,
+                Err(reason) => Err(Error::Unavailable(reason.clone())),
+            }
+        })
     }
 }
+
+impl OpenAi {
+    async fn run_turn(
+        &self,
+        settings: &Settings,
+        turn: Turn,
+        sink: EventSink,
+    ) -> Result<Outcome, Error> {
+        let model = turn.model.clone().unwrap_or_else(|| settings.model.clone());
+        let request = settings.request(&turn, &model)?;
+        let response = self.client.request(request).await.map_err(|err| {
+            let cause = chain(&err);
+            if err.is_connect() {
+                Error::Unavailable(format!("cannot connect to {}: {cause}", settings.base_url))
+            } else {
+                Error::Failed {
+                    message: format!("the request to {} failed", settings.base_url),
+                    detail: cause,
+                }
+            }
+        })?;
+        let status = response.status();
+        if !status.is_success() {
+            let detail = read_detail(response.into_body()).await;
+            return Err(Error::Failed {
+                message: format!("the server answered {status}"),
+                detail,
+            });
+        }
+        let is_whole_json = response
+            .headers()
+            .get(CONTENT_TYPE)
+            .and_then(|value| value.to_str().ok())
+            .is_some_and(|value| value.starts_with("application/json"));
+        let completion = if is_whole_json {
+            read_whole(response.into_body(), &sink).await?
+        } else {
+            read_stream(response.into_body(), &sink).await?
+        };
+
+        let model = completion.model.or(Some(model));
+        let usage = completion.usage.unwrap_or_default();
+        sink.send(assistant_event(&completion.text, model.as_deref(), &usage));
+        Ok(Outcome {
+            text: completion.text,
+            usage,
+            cost_usd: 0.0,
+            num_turns: 1,
+            resume: None,
+            tool_calls: Vec::new(),
+            model,
+        })
+    }
+}
+
+impl Settings {
+    fn request(&self, turn: &Turn, model: &str) -> Result<Request<Full<Bytes>>, Error> {
+        let mut messages = Vec::with_capacity(turn.history.len() + 2);
+        if let Some(system_prompt) = &self.system_prompt {
+            messages.push(json!({"role": "system", "content": system_prompt}));
+        }
+        for message in &turn.history {
+            messages.push(json!({"role": message.role, "content": message.content}));
+        }
+        messages.push(json!({"role": "user", "content": turn.prompt}));
+        let body = json!({
+            "model": model,
+            "stream": true,
+            "stream_options": {"include_usage": true},
+            "messages": messages,
+        });
+        let mut request = Request::post(self.endpoint.clone())
+            .header(CONTENT_TYPE, "application/json")
+            .header(ACCEPT, "text/event-stream");
+        if let Some(api_key) = &self.api_key {
+            request = request.header(AUTHORIZATION, format!("Bearer {api_key}"));
+        }
+        request
+            .body(Full::new(Bytes::from(body.to_string())))
+            .map_err(|err| {
+                Error::Unavailable(format!(
+                    "cannot build a request for {}: {err}",
+                    self.base_url
+                ))
+            })
+    }
+}
+
+/// Reads the SSE stream to `data: [DONE]` (or its end), sending each text delta as it comes.
+async fn read_stream(mut body: Incoming, sink: &EventSink) -> Result<Completion, Error> {
+    let mut decoder = SseDecoder::new(MAX_EVENT_BYTES);
+    let mut completion = Completion::default();
+    let mut events = Vec::new();
+    loop {
+        let ended = match body.frame().await {
+            Some(Ok(frame)) => {
+                if let Ok(data) = frame.into_data() {
+                    decoder.feed(&data, &mut events).map_err(|_| oversized())?;
+                }
+                false
+            }
+            Some(Err(err)) => {
+                return Err(Error::Failed {
+                    message: "the server's stream broke off".into(),
+                    detail: chain(&err),
+                })
+            }
+            None => {
+                decoder.finish(&mut events);
+                true
+            }
+        };
+        for data in events.drain(..) {
+            if data.trim() == "[DONE]" {
+                return Ok(completion);
+            }
+            let Ok(chunk) = serde_json::from_str::<Value>(&data) else {
+                debug!(data = %data.chars().take(200).collect::<String>(), "skipping an event that is not JSON");
+                continue;
+            };
+            let delta = completion.apply(&chunk).map_err(|message| Error::Failed {
+                message: "the server reported an error".into(),
+                detail: message,
+            })?;
+            if let Some(delta) = delta {
+                sink.send(text_delta_event(&delta));
+            }
+        }
+        if ended {
+            return Ok(completion);
+        }
+    }
+}
+
+/// Reads a whole `chat.completion` from a server that did not stream, as one delta.
+async fn read_whole(body: Incoming, sink: &EventSink) -> Result<Completion, Error> {
+    let bytes = read_capped(body, MAX_EVENT_BYTES).await?;
+    let response: Value = serde_json::from_slice(&bytes).map_err(|err| Error::Failed {
+        message: "the server's answer is not a chat completion".into(),
+        detail: err.to_string(),
+    })?;
+    let completion = Completion::from_response(&response).map_err(|message| Error::Failed {
+        message: "the server reported an error".into(),
+        detail: message,
+    })?;
+    if !completion.text.is_empty() {
+        sink.send(text_delta_event(&completion.text));
+    }
+    Ok(completion)
+}
+
+/// Up to `max_bytes` of a body; more is an error.
+async fn read_capped(mut body: Incoming, max_bytes: usize) -> Result<Vec<u8>, Error> {
+    let mut bytes = Vec::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|err| Error::Failed {
+            message: "the server's answer broke off".into(),
+            detail: chain(&err),
+        })?;
+        if let Ok(data) = frame.into_data() {
+            if bytes.len() + data.len() > max_bytes {
+                return Err(oversized());
+            }
+            bytes.extend_from_slice(&data);
+        }
+    }
+    Ok(bytes)
+}
+
+/// The start of an error response's body, as text for the failure's detail.
+async fn read_detail(mut body: Incoming) -> String {
+    let mut bytes = Vec::new();
+    while bytes.len() < MAX_DETAIL_BYTES {
+        match body.frame().await {
+            Some(Ok(frame)) => {
+                bytes.extend_from_slice(frame.data_ref().map_or(&[][..], |data| &data[..]))
+            }
+            Some(Err(err)) => {
+                debug!(cause = %err, "stopped reading an error response");
+                break;
+            }
+            None => break,
+        }
+    }
+    let cut = bytes.len() > MAX_DETAIL_BYTES;
+    bytes.truncate(MAX_DETAIL_BYTES);
+    let text = String::from_utf8_lossy(&bytes);
+    let text = text.trim_end_matches('\u{FFFD}').trim();
+    if cut {
+        format!("{text}…")
+    } else {
+        text.to_string()
+    }
+}
+
+fn oversized() -> Error {
+    Error::Failed {
+        message: "the server sent an oversized answer".into(),
+        detail: format!("an event or response exceeded {MAX_EVENT_BYTES} bytes"),
+    }
+}
+
+/// An error and its causes on one line: hyper's own messages name only the outer layer.
+fn chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests;
