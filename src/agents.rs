@@ -51,11 +51,7 @@ impl Agent {
     pub fn visible_to(&self, caller: &Caller) -> bool {
         caller.is_admin()
             || caller.username == self.config.owner
-            || self
-                .config
-                .shared_with
-                .iter()
-                .any(|u| *u == caller.username)
+            || self.config.shared_with.contains(&caller.username)
     }
 
     /// True for admin and owner: they see everyone's sessions and may act for everyone.

@@ -205,7 +205,7 @@ impl Chat {
             .store
             .read(move |r| r.idempotency(&[&agent, &user, &key]))
             .await?;
-        match found.filter(|r| fresh(r)) {
+        match found.filter(fresh) {
             Some(record) => self.replay_or_conflict(record).await.map(Some),
             None => Ok(None),
         }

@@ -537,7 +537,6 @@ mod tests {
 
     fn check(text: &str, expected: Result<(), &str>) {
         let result = parse(text)
-            .map_err(|m| m)
             .and_then(|raw| Config::from_raw(raw).map(|_| ()).map_err(|e| e.to_string()));
         match (result, expected) {
             (Ok(()), Ok(())) => {}

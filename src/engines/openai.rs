@@ -101,6 +101,11 @@ impl Engine for OpenAi {
         "openai"
     }
 
+    /// The server keeps no conversation: every turn carries the session's history.
+    fn wants_history(&self) -> bool {
+        true
+    }
+
     fn run<'a>(&'a self, turn: Turn, sink: EventSink) -> BoxFuture<'a, Result<Outcome, Error>> {
         Box::pin(async move {
             match &self.settings {
