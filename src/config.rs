@@ -247,6 +247,16 @@ pub struct AgentConfig {
     pub timeout: Duration,
 }
 
+/// A secret value whose `Debug` does not show it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("***")
+    }
+}
+
 /// The validated configuration the daemon runs with.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Config {
@@ -264,6 +274,8 @@ pub struct Config {
     pub log_level: String,
     pub log_format: LogFormat,
     pub agents: Vec<AgentConfig>,
+    /// `OUTPOST_ADMIN_PASSWORD`: the admin password used at first start instead of a random one.
+    pub admin_password: Option<Secret>,
 }
 
 impl Default for Config {
@@ -303,7 +315,11 @@ pub fn load(overrides: &Overrides, env: impl Fn(&str) -> Option<String>) -> Resu
     if let Some(dir) = &overrides.data_dir {
         raw.store.data_dir = dir.to_string_lossy().into_owned();
     }
-    Config::from_raw(raw)
+    let mut config = Config::from_raw(raw)?;
+    config.admin_password = env("OUTPOST_ADMIN_PASSWORD")
+        .filter(|p| !p.is_empty())
+        .map(Secret);
+    Ok(config)
 }
 
 /// Reads and parses one file (first stage only).
@@ -426,6 +442,7 @@ impl Config {
             log_level: raw.log.level,
             log_format,
             agents,
+            admin_password: None,
         })
     }
 }

@@ -118,7 +118,7 @@ pub async fn start(config: Config) -> anyhow::Result<Daemon> {
             "executions left running by the last stop are now failed/interrupted"
         );
     }
-    let admin_password = std::env::var("OUTPOST_ADMIN_PASSWORD").ok();
+    let admin_password = app.config().admin_password.clone().map(|s| s.0);
     if let Some(file) = app.users().first_start(&data_dir, admin_password).await? {
         tracing::info!(file = %file.display(), "first start: created user admin; its password is in this file");
     }

@@ -1,0 +1,213 @@
+//! Durability across restarts: clean stops keep everything; `kill -9` mid-turn leaves the
+//! turn `failed` / `interrupted` with the user message stored.
+
+use crate::support::*;
+use hyper::Method;
+use serde_json::json;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+#[tokio::test]
+async fn a_restart_keeps_sessions_and_history() {
+    let server = TestServer::start().await;
+    let token = server.admin().await;
+    let first = server
+        .chat_json("echo", &token, json!({"message": "remember me"}))
+        .await
+        .json();
+    let dir = server.stop().await;
+    let server = TestServer::in_dir(dir, |_| {}).await;
+    // The old token still works: the secret is kept in the data dir.
+    let sessions = server
+        .get("/api/agents/echo/chat/sessions", &token)
+        .await
+        .json();
+    assert_eq!(sessions["sessions"][0]["id"], first["session_id"]);
+    assert_eq!(sessions["sessions"][0]["message_count"], 2);
+    let next = server
+        .chat_json("echo", &token, json!({"message": "still here"}))
+        .await
+        .json();
+    assert_eq!(
+        next["session_id"], first["session_id"],
+        "the active session survives"
+    );
+    let history = server
+        .get("/api/agents/echo/chat/history/persistent", &token)
+        .await
+        .json();
+    assert_eq!(history["messages"].as_array().unwrap().len(), 4);
+}
+
+/// The daemon as a separate process, for `kill -9`.
+struct Process {
+    child: Child,
+    addr: std::net::SocketAddr,
+}
+
+impl Process {
+    async fn start(data_dir: &std::path::Path, config: &std::path::Path) -> Process {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_outpost"))
+            .args(["serve", "--config"])
+            .arg(config)
+            .arg("--data-dir")
+            .arg(data_dir)
+            .args(["--listen", &addr.to_string()])
+            .env("OUTPOST_ADMIN_PASSWORD", ADMIN_PASSWORD)
+            .env("OUTPOST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        eventually(Duration::from_secs(20), || async {
+            let ok = tokio::net::TcpStream::connect(addr).await.is_ok();
+            ok.then_some(())
+        })
+        .await;
+        Process { child, addr }
+    }
+
+    async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<serde_json::Value>,
+    ) -> Reply {
+        send(
+            self.addr,
+            None,
+            false,
+            build(method, path, token, body, &[]),
+        )
+        .await
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test]
+async fn kill_9_during_a_slow_turn_leaves_it_interrupted_with_the_user_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("outpost.toml");
+    std::fs::write(
+        &config,
+        "[agents.slow]\nengine = { kind = \"echo\", delay_ms = 200 }\n",
+    )
+    .unwrap();
+    let data = dir.path().join("data");
+    let mut daemon = Process::start(&data, &config).await;
+    let login = daemon
+        .call(
+            Method::POST,
+            "/api/token",
+            None,
+            Some(json!({"username": "admin", "password": ADMIN_PASSWORD})),
+        )
+        .await;
+    let token = login.json()["access_token"].as_str().unwrap().to_string();
+    let words = vec!["word"; 100].join(" ");
+    let (addr, stream_token) = (daemon.addr, token.clone());
+    let streaming = tokio::spawn(async move {
+        let request = build(
+            Method::POST,
+            "/api/agents/slow/chat",
+            Some(&stream_token),
+            Some(json!({"message": words})),
+            &[],
+        );
+        let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (mut sender, conn) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+                .await
+                .unwrap();
+        tokio::spawn(conn);
+        let _ = sender.send_request(request).await;
+        std::future::pending::<()>().await;
+    });
+    let running = eventually(Duration::from_secs(10), || async {
+        let reply = daemon
+            .call(
+                Method::GET,
+                "/api/agents/slow/executions/running",
+                Some(&token),
+                None,
+            )
+            .await
+            .json();
+        reply["executions"]
+            .as_array()
+            .unwrap()
+            .first()
+            .map(|e| e["id"].as_str().unwrap().to_string())
+    })
+    .await;
+    // Let a few events become durable, then pull the plug.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    daemon.child.kill().unwrap();
+    daemon.child.wait().unwrap();
+    streaming.abort();
+
+    let daemon = Process::start(&data, &config).await;
+    let execution = daemon
+        .call(
+            Method::GET,
+            &format!("/api/agents/slow/executions/{running}"),
+            Some(&token),
+            None,
+        )
+        .await
+        .json();
+    assert_eq!(execution["status"], "failed");
+    assert_eq!(execution["error"], "interrupted");
+    let session_id = execution["session_id"].as_str().unwrap();
+    let session = daemon
+        .call(
+            Method::GET,
+            &format!("/api/agents/slow/chat/sessions/{session_id}"),
+            Some(&token),
+            None,
+        )
+        .await
+        .json();
+    let messages = session["messages"].as_array().unwrap();
+    assert_eq!(messages[0]["role"], "user");
+    assert!(messages[0]["content"]
+        .as_str()
+        .unwrap()
+        .starts_with("word word"));
+    // Its event log replays to a single closing result.
+    let events = daemon
+        .call(
+            Method::GET,
+            &format!("/api/agents/slow/executions/{running}/stream"),
+            Some(&token),
+            None,
+        )
+        .await;
+    let text = String::from_utf8_lossy(&events.body).to_string();
+    assert_eq!(text.matches("\"type\":\"result\"").count(), 1);
+    assert!(text.contains("\"subtype\":\"init\""));
+    assert!(text.contains("event: end"));
+    // New turns work in the same session.
+    let next = daemon
+        .call(
+            Method::POST,
+            "/api/agents/slow/chat",
+            Some(&token),
+            Some(json!({"message": "back", "session_id": session_id})),
+        )
+        .await;
+    assert_eq!(next.status, 200);
+}
