@@ -76,12 +76,13 @@ pub fn echo_agent(name: &str, delay_ms: u64, max_concurrent: usize) -> AgentConf
 
 /// The config a test server starts from: plain HTTP on 127.0.0.1:0, the echo agent.
 pub fn test_config(data_dir: &Path) -> Config {
-    let mut config = Config::default();
-    config.listen = vec!["127.0.0.1:0".parse().unwrap()];
-    config.data_dir = data_dir.to_path_buf();
-    config.admin_password = Some(Secret(ADMIN_PASSWORD.into()));
-    config.shutdown_timeout = Duration::from_secs(5);
-    config
+    Config {
+        listen: vec!["127.0.0.1:0".parse().unwrap()],
+        data_dir: data_dir.to_path_buf(),
+        admin_password: Some(Secret(ADMIN_PASSWORD.into())),
+        shutdown_timeout: Duration::from_secs(5),
+        ..Config::default()
+    }
 }
 
 /// A daemon running in this process.
