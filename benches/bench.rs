@@ -1,1 +1,2 @@
+//! Placeholder for the benchmark.
 fn main() {}

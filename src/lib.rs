@@ -159,3 +159,5 @@ async fn serve_then_close(
     drop(store);
     tracing::info!("stopped");
 }
+#[cfg(test)]
+mod tidy;

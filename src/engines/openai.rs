@@ -106,6 +106,20 @@ impl Engine for OpenAi {
         true
     }
 
+    fn probe(&self) -> BoxFuture<'_, Result<(), String>> {
+        Box::pin(async move {
+            let settings = self.settings.as_ref().map_err(Clone::clone)?;
+            let host = settings.endpoint.host().unwrap_or("localhost").trim_matches(['[', ']']);
+            let port = settings.endpoint.port_u16().unwrap_or(80);
+            let connect = tokio::net::TcpStream::connect((host, port));
+            match tokio::time::timeout(std::time::Duration::from_secs(1), connect).await {
+                Ok(Ok(_)) => Ok(()),
+                Ok(Err(err)) => Err(format!("{}: {err}", settings.base_url)),
+                Err(_) => Err(format!("{}: no answer within 1 s", settings.base_url)),
+            }
+        })
+    }
+
     fn run<'a>(&'a self, turn: Turn, sink: EventSink) -> BoxFuture<'a, Result<Outcome, Error>> {
         Box::pin(async move {
             match &self.settings {
