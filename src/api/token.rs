@@ -84,7 +84,7 @@ pub const SCOPES: [&str; 3] = ["chat", "voice", "tasks"];
 /// Device tokens live this long unless asked otherwise.
 pub const DEVICE_TOKEN_TTL: &str = "30d";
 
-/// Checks a scope string: space-separated names from [`SCOPES`].
+/// Checks a scope string: space-separated names from `SCOPES`.
 pub fn check_scope(scope: &str) -> Result<String, String> {
     let names: Vec<&str> = scope.split_whitespace().collect();
     if names.is_empty() {

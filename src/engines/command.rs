@@ -250,8 +250,9 @@ fn find_program(program: &str) -> Result<(), String> {
     let found = if program.contains('/') {
         executable(std::path::Path::new(program))
     } else {
-        std::env::var_os("PATH")
-            .is_some_and(|paths| std::env::split_paths(&paths).any(|dir| executable(&dir.join(program))))
+        std::env::var_os("PATH").is_some_and(|paths| {
+            std::env::split_paths(&paths).any(|dir| executable(&dir.join(program)))
+        })
     };
     if found {
         Ok(())

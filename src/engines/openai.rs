@@ -109,7 +109,11 @@ impl Engine for OpenAi {
     fn probe(&self) -> BoxFuture<'_, Result<(), String>> {
         Box::pin(async move {
             let settings = self.settings.as_ref().map_err(Clone::clone)?;
-            let host = settings.endpoint.host().unwrap_or("localhost").trim_matches(['[', ']']);
+            let host = settings
+                .endpoint
+                .host()
+                .unwrap_or("localhost")
+                .trim_matches(['[', ']']);
             let port = settings.endpoint.port_u16().unwrap_or(80);
             let connect = tokio::net::TcpStream::connect((host, port));
             match tokio::time::timeout(std::time::Duration::from_secs(1), connect).await {

@@ -242,3 +242,24 @@ async fn scoped_device_tokens_reach_only_their_scope() {
         .await
         .assert_error(422, "invalid_field");
 }
+
+#[tokio::test]
+async fn first_start_writes_a_private_admin_password_file() {
+    use std::os::unix::fs::PermissionsExt;
+    let server = TestServer::with(|c| c.admin_password = None).await;
+    let file = server.data_dir().join("admin-password");
+    let mode = std::fs::metadata(&file).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    let secret = server.data_dir().join("jwt-secret");
+    assert_eq!(
+        std::fs::metadata(&secret).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let password = std::fs::read_to_string(&file).unwrap();
+    server.login("admin", password.trim()).await;
+    // A restart does not make another admin or change the password.
+    let dir = server.stop().await;
+    let server = TestServer::in_dir(dir, |c| c.admin_password = None).await;
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), password);
+    server.login("admin", password.trim()).await;
+}
