@@ -9,7 +9,19 @@ use crate::config::AgentConfig;
 use crate::engines::{self, Engine};
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
+
+/// A run slot of an agent; dropping it frees the slot and wakes the task scheduler.
+pub struct Slot {
+    _permit: OwnedSemaphorePermit,
+    freed: Arc<Notify>,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.freed.notify_one();
+    }
+}
 
 /// What can go wrong looking up or using an agent.
 #[derive(Debug, thiserror::Error)]
@@ -30,16 +42,24 @@ pub struct Agent {
     pub slots: Arc<Semaphore>,
     pub source: &'static str,
     pub created_at: Timestamp,
+    /// Notified whenever a slot of any agent frees up (shared by all agents).
+    freed: Arc<Notify>,
 }
 
 impl Agent {
-    fn new(config: AgentConfig, source: &'static str, created_at: Timestamp) -> Agent {
+    fn new(
+        config: AgentConfig,
+        source: &'static str,
+        created_at: Timestamp,
+        freed: Arc<Notify>,
+    ) -> Agent {
         Agent {
             engine: engines::build(&config.engine),
             slots: Arc::new(Semaphore::new(config.max_concurrent)),
             config,
             source,
             created_at,
+            freed,
         }
     }
 
@@ -60,14 +80,17 @@ impl Agent {
     }
 
     /// Takes a run slot now, or says the agent is busy.
-    pub fn try_slot(&self) -> Result<OwnedSemaphorePermit, Error> {
-        self.slots
-            .clone()
-            .try_acquire_owned()
-            .map_err(|_| Error::Busy {
+    pub fn try_slot(&self) -> Result<Slot, Error> {
+        match self.slots.clone().try_acquire_owned() {
+            Ok(permit) => Ok(Slot {
+                _permit: permit,
+                freed: self.freed.clone(),
+            }),
+            Err(_) => Err(Error::Busy {
                 name: self.config.name.clone(),
                 max_concurrent: self.config.max_concurrent,
-            })
+            }),
+        }
     }
 
     /// Turns running now.
@@ -91,7 +114,7 @@ impl Agent {
             "display_name": self.config.display_name,
             "description": self.config.description,
             "engine": self.engine.kind(),
-            "capabilities": ["chat"],
+            "capabilities": ["chat", "tasks"],
             "status": "running",
             "activity": if self.running() > 0 { "running" } else { "idle" },
             "source": self.source,
@@ -103,6 +126,7 @@ impl Agent {
                 "max_concurrent": self.config.max_concurrent,
                 "running": self.running(),
                 "timeout_seconds": self.config.timeout.as_secs(),
+                "queue_capacity": self.config.queue_capacity,
             });
             value["shared_with"] = serde_json::json!(self.config.shared_with);
         }
@@ -113,24 +137,36 @@ impl Agent {
 /// The agents of this daemon.
 pub struct Agents {
     agents: RwLock<BTreeMap<String, Arc<Agent>>>,
+    freed: Arc<Notify>,
 }
 
 impl Agents {
     /// Agents from the configuration.
     pub fn from_config(configs: &[AgentConfig]) -> Agents {
         let now = Timestamp::now();
+        let freed = Arc::new(Notify::new());
         let agents = configs
             .iter()
             .map(|c| {
-                (
-                    c.name.clone(),
-                    Arc::new(Agent::new(c.clone(), "config", now)),
-                )
+                let agent = Agent::new(c.clone(), "config", now, freed.clone());
+                (c.name.clone(), Arc::new(agent))
             })
             .collect();
         Agents {
             agents: RwLock::new(agents),
+            freed,
         }
+    }
+
+    /// The agent `name`, whoever asks (for the scheduler, not for callers).
+    pub fn get(&self, name: &str) -> Option<Arc<Agent>> {
+        let agents = self.agents.read().unwrap_or_else(|p| p.into_inner());
+        agents.get(name).cloned()
+    }
+
+    /// Notified whenever a run slot frees up.
+    pub fn slot_freed(&self) -> Arc<Notify> {
+        self.freed.clone()
     }
 
     /// The agent `name` if the caller may see it.

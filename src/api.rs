@@ -7,6 +7,7 @@ mod executions;
 mod ops;
 mod query;
 mod sessions;
+mod tasks;
 mod token;
 mod users;
 
@@ -73,6 +74,10 @@ async fn dispatch(
         (&M::POST, ["api", "agents", name, "chat"]) => (
             "/api/agents/{name}/chat",
             chat::chat(app, request, name).await,
+        ),
+        (&M::POST, ["api", "agents", name, "task"]) => (
+            "/api/agents/{name}/task",
+            tasks::submit_task(app, request, name).await,
         ),
         (&M::GET, ["api", "agents", name, "chat", "sessions"]) => (
             "/api/agents/{name}/chat/sessions",
@@ -163,6 +168,7 @@ fn is_route_path(segments: &[&str]) -> bool {
             | ["api", "agents"]
             | ["api", "agents", _]
             | ["api", "agents", _, "chat"]
+            | ["api", "agents", _, "task"]
             | ["api", "agents", _, "chat", "sessions"]
             | ["api", "agents", _, "chat", "sessions", _]
             | ["api", "agents", _, "chat", "sessions", _, "close"]

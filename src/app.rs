@@ -8,6 +8,7 @@ use crate::config::Config;
 use crate::executions::Executions;
 use crate::metrics::Metrics;
 use crate::store::Store;
+use crate::tasks::Pool;
 use crate::users::Users;
 use std::sync::Arc;
 
@@ -23,9 +24,10 @@ struct Inner {
     metrics: Arc<Metrics>,
     auth: Auth,
     users: Users,
-    agents: Agents,
+    agents: Arc<Agents>,
     executions: Executions,
     chat: Chat,
+    pool: Pool,
     started_at: Timestamp,
 }
 
@@ -33,11 +35,23 @@ impl App {
     /// Wires the services over an open store.
     pub fn new(config: Config, store: Store, auth: Auth, metrics: Arc<Metrics>) -> App {
         let executions = Executions::new(store.clone(), metrics.clone());
+        let agents = Arc::new(Agents::from_config(&config.agents));
+        let chat = Chat::new(store.clone(), executions.clone());
+        let pool = Pool::new(
+            store.clone(),
+            executions.clone(),
+            chat.clone(),
+            agents.clone(),
+            metrics.clone(),
+            config.workers,
+            config.queue_capacity,
+        );
         App {
             inner: Arc::new(Inner {
-                agents: Agents::from_config(&config.agents),
+                agents,
                 users: Users::new(store.clone()),
-                chat: Chat::new(store.clone(), executions.clone()),
+                chat,
+                pool,
                 executions,
                 auth,
                 metrics,
@@ -71,6 +85,9 @@ impl App {
     }
     pub fn chat(&self) -> &Chat {
         &self.inner.chat
+    }
+    pub fn pool(&self) -> &Pool {
+        &self.inner.pool
     }
     pub fn started_at(&self) -> Timestamp {
         self.inner.started_at

@@ -224,13 +224,19 @@ impl Chat {
         }
     }
 
+    /// The map of busy sessions, shared with the task pool (same rules: check and mark
+    /// inside a store write job).
+    pub(crate) fn busy_sessions(&self) -> Arc<Mutex<HashMap<String, String>>> {
+        self.busy.clone()
+    }
+
     /// The running execution of a session, if any.
     pub fn running_in(&self, session_id: &str) -> Option<String> {
         lock(&self.busy).get(session_id).cloned()
     }
 }
 
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+pub(crate) fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|p| p.into_inner())
 }
 
@@ -323,6 +329,7 @@ impl Plan {
             num_turns: 0,
             events_count: 0,
             payment: None,
+            timeout_seconds: None,
         };
         tx.put_execution(&execution)?;
         let message = Message {
@@ -401,7 +408,11 @@ impl Plan {
 }
 
 /// The final-commit hook of a chat turn: the assistant message and the engine's resume handle.
-fn store_reply(tx: &Tx<'_>, finished: &Finished<'_>, source: &str) -> Result<(), store::Error> {
+pub(crate) fn store_reply(
+    tx: &Tx<'_>,
+    finished: &Finished<'_>,
+    source: &str,
+) -> Result<(), store::Error> {
     let execution = finished.execution;
     let Some(session_id) = &execution.session_id else {
         return Ok(());

@@ -44,7 +44,24 @@ pub struct RawConfig {
     pub store: RawStore,
     pub auth: RawAuth,
     pub log: RawLog,
+    pub pool: RawPool,
     pub agents: Option<BTreeMap<String, RawAgent>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawPool {
+    pub workers: usize,
+    pub queue_capacity: usize,
+}
+
+impl Default for RawPool {
+    fn default() -> Self {
+        RawPool {
+            workers: 8,
+            queue_capacity: 1000,
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -153,6 +170,8 @@ pub struct RawAgent {
     pub max_concurrent: usize,
     #[serde(default = "default_agent_timeout")]
     pub timeout: String,
+    #[serde(default = "default_agent_queue")]
+    pub queue_capacity: usize,
 }
 
 fn default_owner() -> String {
@@ -160,6 +179,9 @@ fn default_owner() -> String {
 }
 fn default_max_concurrent() -> usize {
     4
+}
+fn default_agent_queue() -> usize {
+    100
 }
 fn default_agent_timeout() -> String {
     "10m".into()
@@ -245,6 +267,8 @@ pub struct AgentConfig {
     pub engine: EngineConfig,
     pub max_concurrent: usize,
     pub timeout: Duration,
+    /// Tasks that may wait for this agent; more get `429 queue_full`.
+    pub queue_capacity: usize,
 }
 
 /// A secret value whose `Debug` does not show it.
@@ -271,6 +295,10 @@ pub struct Config {
     pub data_dir: PathBuf,
     pub token_ttl: Duration,
     pub login_attempts_per_minute: u32,
+    /// Tasks running at once, over all agents.
+    pub workers: usize,
+    /// Tasks waiting at once, over all agents.
+    pub queue_capacity: usize,
     pub log_level: String,
     pub log_format: LogFormat,
     pub agents: Vec<AgentConfig>,
@@ -439,6 +467,8 @@ impl Config {
                 "auth.login_attempts_per_minute",
                 raw.auth.login_attempts_per_minute as usize,
             )? as u32,
+            workers: nonzero("pool.workers", raw.pool.workers)?,
+            queue_capacity: nonzero("pool.queue_capacity", raw.pool.queue_capacity)?,
             log_level: raw.log.level,
             log_format,
             agents,
@@ -457,6 +487,7 @@ fn default_agent() -> AgentConfig {
         engine: EngineConfig::default(),
         max_concurrent: default_max_concurrent(),
         timeout: Duration::from_secs(600),
+        queue_capacity: default_agent_queue(),
     }
 }
 
@@ -470,6 +501,9 @@ fn agent_from_raw(name: String, raw: RawAgent) -> Result<AgentConfig, Error> {
     }
     if raw.max_concurrent == 0 {
         return Err(invalid(key("max_concurrent"), "must be greater than 0"));
+    }
+    if raw.queue_capacity == 0 {
+        return Err(invalid(key("queue_capacity"), "must be greater than 0"));
     }
     let timeout = parse_duration(&raw.timeout).map_err(|m| invalid(key("timeout"), m))?;
     match &raw.engine {
@@ -494,6 +528,7 @@ fn agent_from_raw(name: String, raw: RawAgent) -> Result<AgentConfig, Error> {
         engine: raw.engine,
         max_concurrent: raw.max_concurrent,
         timeout,
+        queue_capacity: raw.queue_capacity,
         name,
     })
 }

@@ -1,7 +1,7 @@
 //! The one place errors become HTTP: every area's error maps to a status, a stable code and a
 //! safe message (`{"error", "message", …}`); causes go to the log, never to the client.
 
-use crate::{agents, auth, chat, executions, store, users};
+use crate::{agents, auth, chat, executions, store, tasks, users};
 use hyper::StatusCode;
 use serde_json::{json, Map, Value};
 
@@ -147,6 +147,18 @@ impl From<chat::Error> for ApiError {
             EmptyMessage => ApiError::invalid(&err),
             BadCursor => ApiError::bad_request(&err),
             Store(cause) => cause.into(),
+        }
+    }
+}
+
+impl From<tasks::Error> for ApiError {
+    fn from(err: tasks::Error) -> ApiError {
+        match err {
+            tasks::Error::QueueFull { .. } => {
+                ApiError::new(StatusCode::TOO_MANY_REQUESTS, "queue_full", &err).retry_after(2)
+            }
+            tasks::Error::Chat(cause) => cause.into(),
+            tasks::Error::Store(cause) => cause.into(),
         }
     }
 }

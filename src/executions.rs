@@ -190,6 +190,22 @@ impl Executions {
         });
     }
 
+    /// Finishes a registered execution that never ran (a task cancelled while queued):
+    /// its final record is committed by the caller; followers now see the end.
+    pub fn finish_unstarted(&self, live: &Live, execution: Execution, result: Value) {
+        {
+            let mut state = live.lock();
+            state.events.push(Arc::from(result.to_string()));
+            state.persisted = state.events.len();
+            state.finished = Some(execution.clone());
+        }
+        live.bump();
+        self.inner
+            .metrics
+            .record_execution(execution.kind, execution.status);
+        self.live_map().remove(&live.execution_id);
+    }
+
     /// Follows a live execution from its first event.
     pub fn follow_live(&self, live: Arc<Live>) -> Follow {
         Follow::live(live, None)

@@ -20,6 +20,7 @@ pub mod metrics;
 pub mod records;
 pub mod shutdown;
 pub mod store;
+pub mod tasks;
 pub mod users;
 
 use anyhow::Context;
@@ -118,6 +119,13 @@ pub async fn start(config: Config) -> anyhow::Result<Daemon> {
             "executions left running by the last stop are now failed/interrupted"
         );
     }
+    let queued = app.pool().recover().await?;
+    if queued > 0 {
+        tracing::info!(
+            count = queued,
+            "queued tasks from the last run are waiting again"
+        );
+    }
     let admin_password = app.config().admin_password.clone().map(|s| s.0);
     if let Some(file) = app.users().first_start(&data_dir, admin_password).await? {
         tracing::info!(file = %file.display(), "first start: created user admin; its password is in this file");
@@ -128,7 +136,10 @@ pub async fn start(config: Config) -> anyhow::Result<Daemon> {
         tracing::info!("listening on {scheme}://{addr}");
     }
     let (trigger, shutdown) = Shutdown::new();
-    let task = tokio::spawn(serve_then_close(app, listeners, tls_config, shutdown));
+    let scheduler = app.pool().spawn_scheduler(shutdown.clone());
+    let task = tokio::spawn(serve_then_close(
+        app, listeners, tls_config, shutdown, scheduler,
+    ));
     Ok(Daemon {
         addrs,
         tls,
@@ -142,9 +153,12 @@ async fn serve_then_close(
     listeners: Vec<tokio::net::TcpListener>,
     tls: Option<Arc<rustls::ServerConfig>>,
     shutdown: Shutdown,
+    scheduler: JoinHandle<()>,
 ) {
     let deadline = app.config().shutdown_timeout;
     http::serve(app.clone(), listeners, tls, shutdown).await;
+    // No new task starts from here on; queued ones wait in the store for the next start.
+    let _ = scheduler.await;
     app.executions()
         .drain(tokio::time::Instant::now() + deadline)
         .await;

@@ -20,6 +20,38 @@ struct Histogram {
     sum: f64,
 }
 
+impl Histogram {
+    fn add(&mut self, seconds: f64) {
+        self.count += 1;
+        self.sum += seconds;
+        for (i, bound) in LATENCY_BUCKETS.iter().enumerate() {
+            if seconds <= *bound {
+                self.buckets[i] += 1;
+            }
+        }
+    }
+
+    /// Writes the series of this histogram; `labels` is `key="value",` or empty.
+    fn render(&self, out: &mut String, name: &str, labels: &str) {
+        for (i, bound) in LATENCY_BUCKETS.iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "{name}_bucket{{{labels}le=\"{bound}\"}} {}",
+                self.buckets[i]
+            );
+        }
+        let _ = writeln!(out, "{name}_bucket{{{labels}le=\"+Inf\"}} {}", self.count);
+        let trimmed = labels.trim_end_matches(',');
+        let braces = if trimmed.is_empty() {
+            String::new()
+        } else {
+            format!("{{{trimmed}}}")
+        };
+        let _ = writeln!(out, "{name}_sum{braces} {}", self.sum);
+        let _ = writeln!(out, "{name}_count{braces} {}", self.count);
+    }
+}
+
 /// Process-wide counters, owned by `App`.
 #[derive(Default)]
 pub struct Metrics {
@@ -27,6 +59,10 @@ pub struct Metrics {
     latency: Mutex<BTreeMap<&'static str, Histogram>>,
     executions: Mutex<BTreeMap<(ExecutionKind, ExecutionStatus), u64>>,
     running: AtomicI64,
+    /// Named histograms of seconds (queue wait, run time), by metric name.
+    histograms: Mutex<BTreeMap<&'static str, Histogram>>,
+    /// Gauges set as a whole, by their full series text (`name{label="…"}`).
+    gauges: Mutex<BTreeMap<String, i64>>,
     connections: AtomicI64,
     connections_total: AtomicU64,
 }
@@ -37,16 +73,25 @@ impl Metrics {
         if let Ok(mut requests) = self.requests.lock() {
             *requests.entry((route, status)).or_default() += 1;
         }
-        let seconds = elapsed.as_secs_f64();
         if let Ok(mut latency) = self.latency.lock() {
-            let histogram = latency.entry(route).or_default();
-            histogram.count += 1;
-            histogram.sum += seconds;
-            for (i, bound) in LATENCY_BUCKETS.iter().enumerate() {
-                if seconds <= *bound {
-                    histogram.buckets[i] += 1;
-                }
-            }
+            latency.entry(route).or_default().add(elapsed.as_secs_f64());
+        }
+    }
+
+    /// Adds one observation (seconds) to the histogram `name`.
+    pub fn observe(&self, name: &'static str, elapsed: Duration) {
+        if let Ok(mut histograms) = self.histograms.lock() {
+            histograms
+                .entry(name)
+                .or_default()
+                .add(elapsed.as_secs_f64());
+        }
+    }
+
+    /// Sets a gauge series, e.g. `outpost_task_queue_depth{agent="x"}`.
+    pub fn set_gauge(&self, series: String, value: i64) {
+        if let Ok(mut gauges) = self.gauges.lock() {
+            gauges.insert(series, value);
         }
     }
 
@@ -91,24 +136,25 @@ impl Metrics {
         out.push_str("# TYPE outpost_http_request_duration_seconds histogram\n");
         if let Ok(latency) = self.latency.lock() {
             for (route, histogram) in latency.iter() {
-                for (i, bound) in LATENCY_BUCKETS.iter().enumerate() {
-                    let _ = writeln!(
-                        out,
-                        "outpost_http_request_duration_seconds_bucket{{route=\"{route}\",le=\"{bound}\"}} {}",
-                        histogram.buckets[i]
-                    );
+                let labels = format!("route=\"{route}\",");
+                histogram.render(&mut out, "outpost_http_request_duration_seconds", &labels);
+            }
+        }
+        if let Ok(histograms) = self.histograms.lock() {
+            for (name, histogram) in histograms.iter() {
+                let _ = writeln!(out, "# TYPE {name} histogram");
+                histogram.render(&mut out, name, "");
+            }
+        }
+        if let Ok(gauges) = self.gauges.lock() {
+            let mut last_name = "";
+            for (series, value) in gauges.iter() {
+                let name = series.split('{').next().unwrap_or(series);
+                if name != last_name {
+                    let _ = writeln!(out, "# TYPE {name} gauge");
                 }
-                let _ = writeln!(out, "outpost_http_request_duration_seconds_bucket{{route=\"{route}\",le=\"+Inf\"}} {}", histogram.count);
-                let _ = writeln!(
-                    out,
-                    "outpost_http_request_duration_seconds_sum{{route=\"{route}\"}} {}",
-                    histogram.sum
-                );
-                let _ = writeln!(
-                    out,
-                    "outpost_http_request_duration_seconds_count{{route=\"{route}\"}} {}",
-                    histogram.count
-                );
+                let _ = writeln!(out, "{series} {value}");
+                last_name = name;
             }
         }
         out.push_str("# HELP outpost_executions_total Executions finished, by kind and status.\n");

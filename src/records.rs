@@ -184,6 +184,9 @@ pub struct Execution {
     pub num_turns: u32,
     pub events_count: u32,
     pub payment: Option<Value>,
+    /// The run-time limit asked for a task (already clamped to the agent's cap).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_seconds: Option<u64>,
 }
 
 /// The first characters of `text` (at most `max` characters), for list rows and titles.

@@ -6,6 +6,7 @@
 
 mod executions;
 mod keys;
+mod queue;
 mod sessions;
 mod tables;
 mod users;
@@ -275,6 +276,7 @@ fn migrate(db: &Database, path: &Path) -> Result<(), Error> {
         txn.open_table(EVENTS)?;
         txn.open_table(IDEMPOTENCY)?;
         txn.open_table(ENGINE_STATE)?;
+        txn.open_table(TASK_QUEUE)?;
     }
     txn.commit()?;
     Ok(())

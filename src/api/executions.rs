@@ -96,7 +96,7 @@ pub async fn running_executions(app: &App, request: &Request<Incoming>, name: &s
                             .username
                             .as_deref()
                             .is_none_or(|u| e.username.as_deref() == Some(u))
-                        && !e.status.is_final()
+                        && e.status == ExecutionStatus::Running
                     {
                         out.push(e);
                     }
@@ -219,6 +219,14 @@ pub async fn terminate_execution(
     let agent = app.agents().visible(&caller, name)?;
     let execution = visible_execution(app, &agent, &caller, id).await?;
     let status = match app.executions().live(&execution.id) {
+        Some(_)
+            if app
+                .pool()
+                .cancel_queued(agent.name(), &execution.id)
+                .await? =>
+        {
+            "cancelled_while_queued"
+        }
         Some(live) if live.try_finished().is_none() => {
             live.stop(StopReason::Terminated);
             let finished = live.finished().await;

@@ -167,11 +167,13 @@ pub(super) async fn drive(executions: &Executions, live: &Arc<Live>, spec: RunSp
             })
         };
         tokio::select! {
+            // A stop asked before the run began wins over starting the engine.
+            biased;
+            reason = live.stopped() => Ended::Stopped(reason),
             outcome = tokio::time::timeout(timeout, run) => match outcome {
                 Ok(outcome) => Ended::Engine(outcome),
                 Err(_) => Ended::TimedOut,
             },
-            reason = live.stopped() => Ended::Stopped(reason),
         }
     };
     // The engine future is gone now; keep what it sent before it went.

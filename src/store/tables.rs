@@ -41,3 +41,5 @@ pub const EVENTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("events")
 pub const IDEMPOTENCY: TableDefinition<&[u8], &[u8]> = TableDefinition::new("idempotency_keys");
 /// session id → the engine's own resume handle for it
 pub const ENGINE_STATE: TableDefinition<&str, &str> = TableDefinition::new("engine_state");
+/// queue position → execution id of a task waiting for a worker
+pub const TASK_QUEUE: TableDefinition<u64, &str> = TableDefinition::new("task_queue");

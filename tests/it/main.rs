@@ -8,3 +8,4 @@ mod identity;
 mod restart;
 mod sessions;
 mod support;
+mod tasks;
