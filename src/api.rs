@@ -4,6 +4,8 @@
 mod agents;
 mod chat;
 mod executions;
+#[cfg(test)]
+mod openapi_check;
 mod ops;
 mod query;
 mod sessions;
