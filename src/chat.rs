@@ -7,7 +7,7 @@ mod sessions;
 
 pub use sessions::{HistoryOwner, HistoryPage, SessionPage};
 
-use crate::agents::{self, Agent};
+use crate::agents::{self, Agent, Slot};
 use crate::clock::Timestamp;
 use crate::engines::{HistoryMessage, Turn};
 use crate::executions::{Executions, Finished, Live, RunSpec};
@@ -76,6 +76,7 @@ enum Admission {
         session: Session,
         resume: Option<String>,
         execution: Box<Execution>,
+        slot: Slot,
     },
     Duplicate(IdempotencyRecord),
     Rejected(Error),
@@ -108,7 +109,6 @@ impl Chat {
         if let Some(replay) = self.idempotent_replay(&request).await? {
             return Ok(replay);
         }
-        let permit = request.agent.try_slot()?;
         let execution_id = crate::ids::new_id();
         let live = self.executions.register(&execution_id);
         let marked = Arc::new(Mutex::new(None::<String>));
@@ -120,12 +120,13 @@ impl Chat {
                 .write(move |tx| plan.admit(tx, &busy, &marked))
                 .await
         };
-        let (session, resume, execution) = match admitted {
+        let (session, resume, execution, permit) = match admitted {
             Ok(Admission::Accepted {
                 session,
                 resume,
                 execution,
-            }) => (session, resume, execution),
+                slot,
+            }) => (session, resume, execution, slot),
             other => {
                 self.executions.abandon(&live);
                 if let Some(session_id) = lock(&marked).take() {
@@ -247,6 +248,7 @@ fn fresh(record: &IdempotencyRecord) -> bool {
 /// The parts of a request the creation transaction needs.
 struct Plan {
     agent: String,
+    slots: Arc<Agent>,
     username: String,
     message: String,
     session_id: Option<String>,
@@ -262,6 +264,7 @@ impl Plan {
     fn from(request: &TurnRequest, execution_id: String) -> Plan {
         Plan {
             agent: request.agent.name().to_string(),
+            slots: request.agent.clone(),
             username: request.username.clone(),
             message: request.message.clone(),
             session_id: request.session_id.clone(),
@@ -292,19 +295,31 @@ impl Plan {
             }
         }
         let now = Timestamp::now();
-        let mut session = match self.resolve_session(tx, now)? {
-            Ok(session) => session,
+        let (mut session, fresh_session, to_close) = match self.resolve_session(tx, now)? {
+            Ok(resolved) => resolved,
             Err(err) => return Ok(Admission::Rejected(err)),
         };
-        {
-            let mut busy = lock(busy);
-            if let Some(running) = busy.get(&session.id) {
-                return Ok(Admission::Rejected(Error::SessionBusy {
-                    execution_id: running.clone(),
-                }));
-            }
-            busy.insert(session.id.clone(), self.execution_id.clone());
-            *lock(marked) = Some(session.id.clone());
+        // Every check comes before the first write: a rejection leaves nothing behind.
+        let mut busy = lock(busy);
+        if let Some(running) = busy.get(&session.id) {
+            return Ok(Admission::Rejected(Error::SessionBusy {
+                execution_id: running.clone(),
+            }));
+        }
+        let slot = match self.slots.try_slot() {
+            Ok(slot) => slot,
+            Err(err) => return Ok(Admission::Rejected(err.into())),
+        };
+        busy.insert(session.id.clone(), self.execution_id.clone());
+        *lock(marked) = Some(session.id.clone());
+        drop(busy);
+        if let Some(mut old) = to_close {
+            old.status = SessionStatus::Closed;
+            tx.put_session(&old)?;
+        }
+        if fresh_session {
+            tx.put_session(&session)?;
+            tx.set_active_session(&self.agent, &self.username, Some(&session.id))?;
         }
         let resume = tx.engine_state(&session.id)?;
         let execution = Execution {
@@ -360,14 +375,18 @@ impl Plan {
             session,
             resume,
             execution: Box::new(execution),
+            slot,
         })
     }
 
+    /// The session the turn goes to: an existing one, or a new one (and the active one it
+    /// replaces). Reads only.
+    #[allow(clippy::type_complexity)]
     fn resolve_session(
         &self,
         tx: &Tx<'_>,
         now: Timestamp,
-    ) -> Result<Result<Session, Error>, store::Error> {
+    ) -> Result<Result<(Session, bool, Option<Session>), Error>, store::Error> {
         if let Some(id) = &self.session_id {
             let session = tx
                 .session(id)?
@@ -375,19 +394,17 @@ impl Plan {
             return Ok(match session {
                 None => Err(Error::SessionNotFound),
                 Some(s) if s.status == SessionStatus::Closed => Err(Error::SessionClosed),
-                Some(s) => Ok(s),
+                Some(s) => Ok((s, false, None)),
             });
         }
         let active = match tx.active_session(&self.agent, &self.username)? {
             Some(id) => tx.session(&id)?,
             None => None,
         };
-        if let Some(mut active) = active {
+        if let Some(active) = &active {
             if !self.new_session {
-                return Ok(Ok(active));
+                return Ok(Ok((active.clone(), false, None)));
             }
-            active.status = SessionStatus::Closed;
-            tx.put_session(&active)?;
         }
         let session = Session {
             id: crate::ids::new_id_at(now),
@@ -401,9 +418,7 @@ impl Plan {
             context_tokens: 0,
             title: None,
         };
-        tx.put_session(&session)?;
-        tx.set_active_session(&self.agent, &self.username, Some(&session.id))?;
-        Ok(Ok(session))
+        Ok(Ok((session, true, active)))
     }
 }
 
