@@ -211,3 +211,102 @@ async fn kill_9_during_a_slow_turn_leaves_it_interrupted_with_the_user_message()
         .await;
     assert_eq!(next.status, 200);
 }
+
+#[tokio::test]
+async fn kill_9_with_queued_and_running_tasks_resumes_the_queue_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("outpost.toml");
+    // Slow enough that three stay running while fifty wait.
+    std::fs::write(
+        &config,
+        "[agents.work]\nengine = { kind = \"echo\", delay_ms = 5000 }\nmax_concurrent = 3\nqueue_capacity = 100\n",
+    )
+    .unwrap();
+    let data = dir.path().join("data");
+    let mut daemon = Process::start(&data, &config).await;
+    let login = daemon
+        .call(
+            Method::POST,
+            "/api/token",
+            None,
+            Some(json!({"username": "admin", "password": ADMIN_PASSWORD})),
+        )
+        .await;
+    let token = login.json()["access_token"].as_str().unwrap().to_string();
+    let mut ids = Vec::new();
+    for i in 0..53 {
+        let reply = daemon
+            .call(
+                Method::POST,
+                "/api/agents/work/task",
+                Some(&token),
+                Some(json!({"message": format!("job-{i:02}"), "async_mode": true})),
+            )
+            .await;
+        assert_eq!(reply.status, 202);
+        ids.push(reply.json()["execution_id"].as_str().unwrap().to_string());
+    }
+    eventually(Duration::from_secs(10), || async {
+        let reply = daemon
+            .call(
+                Method::GET,
+                "/api/agents/work/executions/running",
+                Some(&token),
+                None,
+            )
+            .await
+            .json();
+        (reply["executions"].as_array().unwrap().len() == 3).then_some(())
+    })
+    .await;
+    daemon.child.kill().unwrap();
+    daemon.child.wait().unwrap();
+    drop(daemon);
+
+    // Back with a fast engine: the fifty run, in their order; the three were interrupted.
+    std::fs::write(
+        &config,
+        "[agents.work]\nengine = { kind = \"echo\", delay_ms = 0 }\nmax_concurrent = 1\nqueue_capacity = 100\n",
+    )
+    .unwrap();
+    let daemon = Process::start(&data, &config).await;
+    let mut finished = Vec::new();
+    for id in &ids {
+        let execution = eventually(Duration::from_secs(30), || async {
+            let e = daemon
+                .call(
+                    Method::GET,
+                    &format!("/api/agents/work/executions/{id}"),
+                    Some(&token),
+                    None,
+                )
+                .await
+                .json();
+            matches!(e["status"].as_str(), Some("success" | "failed")).then_some(e)
+        })
+        .await;
+        finished.push(execution);
+    }
+    let interrupted: Vec<&str> = finished
+        .iter()
+        .filter(|e| e["status"] == "failed")
+        .map(|e| e["message"].as_str().unwrap())
+        .collect();
+    assert_eq!(interrupted, ["job-00", "job-01", "job-02"]);
+    assert!(finished
+        .iter()
+        .filter(|e| e["status"] == "failed")
+        .all(|e| e["error"] == "interrupted"));
+    let succeeded: Vec<&serde_json::Value> = finished
+        .iter()
+        .filter(|e| e["status"] == "success")
+        .collect();
+    assert_eq!(succeeded.len(), 50);
+    let starts: Vec<&str> = succeeded
+        .iter()
+        .map(|e| e["started_at"].as_str().unwrap())
+        .collect();
+    let mut sorted = starts.clone();
+    sorted.sort();
+    assert_eq!(starts, sorted, "the queue order is kept across the crash");
+}

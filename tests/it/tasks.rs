@@ -514,3 +514,45 @@ fn ids(text: &str) -> Vec<u32> {
         .map(|n| n.parse().unwrap())
         .collect()
 }
+
+#[tokio::test]
+async fn metrics_show_queue_depth_workers_and_wait_and_run_times() {
+    let server = TestServer::with(|c| c.agents = vec![queued_agent("slow", 300, 1, 10)]).await;
+    let token = server.admin().await;
+    for i in 0..3 {
+        submit(
+            &server,
+            "slow",
+            &token,
+            json!({"message": format!("m{i}"), "async_mode": true}),
+        )
+        .await;
+    }
+    let text = eventually(Duration::from_secs(5), || async {
+        let reply = server.call(Method::GET, "/metrics", None, None).await;
+        let text = String::from_utf8_lossy(&reply.body).to_string();
+        text.contains("outpost_task_queue_depth{agent=\"slow\"} 2")
+            .then_some(text)
+    })
+    .await;
+    assert!(text.contains("outpost_task_workers_busy 1"), "{text}");
+    assert!(
+        text.contains("outpost_task_queue_wait_seconds_count 1"),
+        "{text}"
+    );
+    let text = eventually(Duration::from_secs(10), || async {
+        let reply = server.call(Method::GET, "/metrics", None, None).await;
+        let text = String::from_utf8_lossy(&reply.body).to_string();
+        text.contains("outpost_task_run_seconds_count 3")
+            .then_some(text)
+    })
+    .await;
+    assert!(
+        text.contains("outpost_task_queue_depth{agent=\"slow\"} 0"),
+        "{text}"
+    );
+    assert!(
+        text.contains("outpost_executions_total{kind=\"task\",status=\"success\"} 3"),
+        "{text}"
+    );
+}
