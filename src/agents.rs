@@ -2,13 +2,23 @@
 //!
 //! Visibility is the one rule every agent route starts with: admin, owner or shared user;
 //! anyone else gets `NotFound`, the same answer as for an agent that does not exist.
+//! Agents come from the configuration (`source: "config"`) or are made through the API
+//! (`source: "api"`, kept in the store); `manage` changes them at run time.
+
+mod manage;
+
+pub use manage::{AgentPatch, NewAgent};
 
 use crate::auth::Caller;
 use crate::clock::Timestamp;
 use crate::config::AgentConfig;
 use crate::engines::{self, Engine};
+use crate::records::AgentRecord;
+use crate::store::{self, Store};
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
+use std::time::Duration;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 
 /// A run slot of an agent; dropping it frees the slot and wakes the task scheduler.
@@ -23,7 +33,7 @@ impl Drop for Slot {
     }
 }
 
-/// What can go wrong looking up or using an agent.
+/// What can go wrong looking up, using or changing an agent.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("agent not found")]
@@ -32,37 +42,44 @@ pub enum Error {
     NotOwner,
     #[error("agent {name} is running {max_concurrent} turns already; try again shortly")]
     Busy { name: String, max_concurrent: usize },
+    #[error("agent {0} is stopped; its owner can start it again")]
+    Stopped(String),
+    #[error("an agent named {0} already exists")]
+    Exists(String),
+    #[error("agent {0} comes from the configuration file; change it there")]
+    ManagedByConfig(String),
+    #[error("only admins may create agents here")]
+    CreateForbidden,
+    #[error("only admins may give an agent the command engine: it runs programs on this box")]
+    CommandEngineAdminOnly,
+    #[error("{0}")]
+    Invalid(String),
+    #[error(transparent)]
+    Store(#[from] store::Error),
 }
 
-/// One agent as the daemon runs it.
+/// State that outlives a change of definition (PATCH swaps the `Agent`, not this).
+struct Shared {
+    /// `max_concurrent` permits: one per running turn or task of this agent.
+    slots: Arc<Semaphore>,
+    stopped: AtomicBool,
+}
+
+/// One agent as the daemon runs it: an immutable definition; PATCH makes a new one.
 pub struct Agent {
     pub config: AgentConfig,
     pub engine: Arc<dyn Engine>,
-    /// `max_concurrent` permits: one per running turn or task of this agent.
-    pub slots: Arc<Semaphore>,
+    /// `config` or `api`.
     pub source: &'static str,
     pub created_at: Timestamp,
+    shared: Arc<Shared>,
+    /// Users the configuration file shares a config agent with (the API cannot unshare them).
+    file_shares: Vec<String>,
     /// Notified whenever a slot of any agent frees up (shared by all agents).
     freed: Arc<Notify>,
 }
 
 impl Agent {
-    fn new(
-        config: AgentConfig,
-        source: &'static str,
-        created_at: Timestamp,
-        freed: Arc<Notify>,
-    ) -> Agent {
-        Agent {
-            engine: engines::build(&config.engine),
-            slots: Arc::new(Semaphore::new(config.max_concurrent)),
-            config,
-            source,
-            created_at,
-            freed,
-        }
-    }
-
     pub fn name(&self) -> &str {
         &self.config.name
     }
@@ -79,9 +96,32 @@ impl Agent {
         caller.is_admin() || caller.username == self.config.owner
     }
 
+    /// Fails unless the caller is the owner or an admin.
+    pub fn require_manager(&self, caller: &Caller) -> Result<(), Error> {
+        if self.managed_by(caller) {
+            Ok(())
+        } else {
+            Err(Error::NotOwner)
+        }
+    }
+
+    /// True while the agent refuses new turns.
+    pub fn is_stopped(&self) -> bool {
+        self.shared.stopped.load(Ordering::SeqCst)
+    }
+
+    /// Fails with `Stopped` while the agent is stopped.
+    pub fn require_running(&self) -> Result<(), Error> {
+        if self.is_stopped() {
+            Err(Error::Stopped(self.config.name.clone()))
+        } else {
+            Ok(())
+        }
+    }
+
     /// Takes a run slot now, or says the agent is busy.
     pub fn try_slot(&self) -> Result<Slot, Error> {
-        match self.slots.clone().try_acquire_owned() {
+        match self.shared.slots.clone().try_acquire_owned() {
             Ok(permit) => Ok(Slot {
                 _permit: permit,
                 freed: self.freed.clone(),
@@ -93,9 +133,11 @@ impl Agent {
         }
     }
 
-    /// Turns running now.
+    /// Turns and tasks running now.
     pub fn running(&self) -> usize {
-        self.config.max_concurrent - self.slots.available_permits()
+        self.config
+            .max_concurrent
+            .saturating_sub(self.shared.slots.available_permits())
     }
 
     /// The model name shown in `init` lines, when the engine has a fixed one.
@@ -109,13 +151,17 @@ impl Agent {
 
     /// The API shape of the agent.
     pub fn to_json(&self, with_limits: bool) -> serde_json::Value {
+        let mut capabilities = vec!["chat", "tasks"];
+        if self.config.voice {
+            capabilities.push("voice");
+        }
         let mut value = serde_json::json!({
             "name": self.config.name,
             "display_name": self.config.display_name,
             "description": self.config.description,
             "engine": self.engine.kind(),
-            "capabilities": ["chat", "tasks"],
-            "status": "running",
+            "capabilities": capabilities,
+            "status": if self.is_stopped() { "stopped" } else { "running" },
             "activity": if self.running() > 0 { "running" } else { "idle" },
             "source": self.source,
             "owner": self.config.owner,
@@ -132,29 +178,103 @@ impl Agent {
         }
         value
     }
+
+    /// The record the store keeps for this agent.
+    fn record(&self) -> AgentRecord {
+        AgentRecord {
+            name: self.config.name.clone(),
+            display_name: self.config.display_name.clone(),
+            description: self.config.description.clone(),
+            owner: self.config.owner.clone(),
+            shared_with: self.config.shared_with.clone(),
+            engine: self.config.engine.clone(),
+            max_concurrent: self.config.max_concurrent,
+            queue_capacity: self.config.queue_capacity,
+            timeout_seconds: self.config.timeout.as_secs(),
+            voice: self.config.voice,
+            source: self.source.to_string(),
+            stopped: self.is_stopped(),
+            created_at: self.created_at,
+        }
+    }
+}
+
+fn config_of(record: &AgentRecord) -> AgentConfig {
+    AgentConfig {
+        name: record.name.clone(),
+        display_name: record.display_name.clone(),
+        description: record.description.clone(),
+        owner: record.owner.clone(),
+        shared_with: record.shared_with.clone(),
+        engine: record.engine.clone(),
+        max_concurrent: record.max_concurrent,
+        timeout: Duration::from_secs(record.timeout_seconds),
+        queue_capacity: record.queue_capacity,
+        voice: record.voice,
+    }
 }
 
 /// The agents of this daemon.
 pub struct Agents {
     agents: RwLock<BTreeMap<String, Arc<Agent>>>,
     freed: Arc<Notify>,
+    store: Store,
 }
 
 impl Agents {
-    /// Agents from the configuration.
-    pub fn from_config(configs: &[AgentConfig]) -> Agents {
+    /// Agents from the configuration and the store. A stored API agent whose name the file
+    /// also uses is left out (the file wins) and reported.
+    pub fn load(configs: &[AgentConfig], records: Vec<AgentRecord>, store: Store) -> Agents {
         let now = Timestamp::now();
         let freed = Arc::new(Notify::new());
-        let agents = configs
-            .iter()
-            .map(|c| {
-                let agent = Agent::new(c.clone(), "config", now, freed.clone());
-                (c.name.clone(), Arc::new(agent))
-            })
-            .collect();
+        let mut agents = BTreeMap::new();
+        let mut stored: BTreeMap<String, AgentRecord> =
+            records.into_iter().map(|r| (r.name.clone(), r)).collect();
+        for config in configs {
+            let mut config = config.clone();
+            let file_shares = config.shared_with.clone();
+            let state = stored.remove(&config.name);
+            let mut stopped = false;
+            let mut created_at = now;
+            if let Some(record) = state {
+                if record.source == "api" {
+                    tracing::warn!(agent = %config.name, "an agent made through the API has the name of one in the configuration file; the file's agent is served");
+                } else {
+                    stopped = record.stopped;
+                    created_at = record.created_at;
+                    for user in record.shared_with {
+                        if !config.shared_with.contains(&user) {
+                            config.shared_with.push(user);
+                        }
+                    }
+                }
+            }
+            let mut agent = build(config, "config", created_at, stopped, &freed);
+            agent.file_shares = file_shares;
+            agents.insert(agent.config.name.clone(), Arc::new(agent));
+        }
+        for record in stored.into_values().filter(|r| r.source == "api") {
+            let agent = build(
+                config_of(&record),
+                "api",
+                record.created_at,
+                record.stopped,
+                &freed,
+            );
+            agents.insert(record.name.clone(), Arc::new(agent));
+        }
         Agents {
             agents: RwLock::new(agents),
             freed,
+            store,
+        }
+    }
+
+    /// The agent `name` if the caller may see it.
+    pub fn visible(&self, caller: &Caller, name: &str) -> Result<Arc<Agent>, Error> {
+        match self.get(name) {
+            Some(agent) if agent.visible_to(caller) => Ok(agent),
+            _ => Err(Error::NotFound),
         }
     }
 
@@ -164,27 +284,11 @@ impl Agents {
         agents.get(name).cloned()
     }
 
-    /// Notified whenever a run slot frees up.
-    pub fn slot_freed(&self) -> Arc<Notify> {
-        self.freed.clone()
-    }
-
-    /// The agent `name` if the caller may see it.
-    pub fn visible(&self, caller: &Caller, name: &str) -> Result<Arc<Agent>, Error> {
-        let agents = self.agents.read().unwrap_or_else(|p| p.into_inner());
-        match agents.get(name) {
-            Some(agent) if agent.visible_to(caller) => Ok(agent.clone()),
-            _ => Err(Error::NotFound),
-        }
-    }
-
     /// Every agent the caller may see, by name.
     pub fn list_visible(&self, caller: &Caller) -> Vec<Arc<Agent>> {
-        let agents = self.agents.read().unwrap_or_else(|p| p.into_inner());
-        agents
-            .values()
+        self.all()
+            .into_iter()
             .filter(|a| a.visible_to(caller))
-            .cloned()
             .collect()
     }
 
@@ -192,5 +296,31 @@ impl Agents {
     pub fn all(&self) -> Vec<Arc<Agent>> {
         let agents = self.agents.read().unwrap_or_else(|p| p.into_inner());
         agents.values().cloned().collect()
+    }
+
+    /// Notified whenever a run slot frees up.
+    pub fn slot_freed(&self) -> Arc<Notify> {
+        self.freed.clone()
+    }
+}
+
+fn build(
+    config: AgentConfig,
+    source: &'static str,
+    created_at: Timestamp,
+    stopped: bool,
+    freed: &Arc<Notify>,
+) -> Agent {
+    Agent {
+        engine: engines::build(&config.engine),
+        shared: Arc::new(Shared {
+            slots: Arc::new(Semaphore::new(config.max_concurrent)),
+            stopped: AtomicBool::new(stopped),
+        }),
+        config,
+        source,
+        created_at,
+        file_shares: Vec::new(),
+        freed: freed.clone(),
     }
 }

@@ -70,9 +70,38 @@ async fn dispatch(
             users::delete_user(app, &request, name).await,
         ),
         (&M::GET, ["api", "agents"]) => ("/api/agents", agents::list_agents(app, &request)),
+        (&M::POST, ["api", "agents"]) => ("/api/agents", agents::create_agent(app, request).await),
         (&M::GET, ["api", "agents", name]) => {
             ("/api/agents/{name}", agents::get_agent(app, &request, name))
         }
+        (&M::PATCH, ["api", "agents", name]) => (
+            "/api/agents/{name}",
+            agents::patch_agent(app, request, name).await,
+        ),
+        (&M::DELETE, ["api", "agents", name]) => (
+            "/api/agents/{name}",
+            agents::delete_agent(app, &request, name).await,
+        ),
+        (&M::POST, ["api", "agents", name, "start"]) => (
+            "/api/agents/{name}/start",
+            agents::set_agent_stopped(app, &request, name, false).await,
+        ),
+        (&M::POST, ["api", "agents", name, "stop"]) => (
+            "/api/agents/{name}/stop",
+            agents::set_agent_stopped(app, &request, name, true).await,
+        ),
+        (&M::GET, ["api", "agents", name, "shares"]) => (
+            "/api/agents/{name}/shares",
+            agents::list_shares(app, &request, name).await,
+        ),
+        (&M::POST, ["api", "agents", name, "shares"]) => (
+            "/api/agents/{name}/shares",
+            agents::add_share(app, request, name).await,
+        ),
+        (&M::DELETE, ["api", "agents", name, "shares", username]) => (
+            "/api/agents/{name}/shares/{username}",
+            agents::remove_share(app, &request, name, username).await,
+        ),
         (&M::POST, ["api", "agents", name, "chat"]) => (
             "/api/agents/{name}/chat",
             chat::chat(app, request, name).await,
@@ -169,6 +198,10 @@ fn is_route_path(segments: &[&str]) -> bool {
             | ["api", "users", _]
             | ["api", "agents"]
             | ["api", "agents", _]
+            | ["api", "agents", _, "start"]
+            | ["api", "agents", _, "stop"]
+            | ["api", "agents", _, "shares"]
+            | ["api", "agents", _, "shares", _]
             | ["api", "agents", _, "chat"]
             | ["api", "agents", _, "task"]
             | ["api", "agents", _, "chat", "sessions"]

@@ -1,16 +1,21 @@
 //! `App`: the cheap-clone handle every handler gets — configuration, store and services.
 
-use crate::agents::Agents;
+use crate::agents::{self, Agents};
 use crate::auth::Auth;
+use crate::auth::Caller;
 use crate::chat::Chat;
 use crate::clock::Timestamp;
 use crate::config::Config;
 use crate::executions::Executions;
+use crate::executions::StopReason;
 use crate::metrics::Metrics;
+use crate::records::AgentRecord;
+use crate::records::Removed;
 use crate::store::Store;
 use crate::tasks::Pool;
 use crate::users::Users;
 use std::sync::Arc;
+use std::time::Duration;
 
 /// Shared state of the running daemon.
 #[derive(Clone)]
@@ -33,9 +38,15 @@ struct Inner {
 
 impl App {
     /// Wires the services over an open store.
-    pub fn new(config: Config, store: Store, auth: Auth, metrics: Arc<Metrics>) -> App {
+    pub fn new(
+        config: Config,
+        store: Store,
+        auth: Auth,
+        metrics: Arc<Metrics>,
+        agent_records: Vec<AgentRecord>,
+    ) -> App {
         let executions = Executions::new(store.clone(), metrics.clone());
-        let agents = Arc::new(Agents::from_config(&config.agents));
+        let agents = Arc::new(Agents::load(&config.agents, agent_records, store.clone()));
         let chat = Chat::new(store.clone(), executions.clone());
         let pool = Pool::new(
             store.clone(),
@@ -89,6 +100,24 @@ impl App {
     pub fn pool(&self) -> &Pool {
         &self.inner.pool
     }
+    /// Deletes an API agent: no new work reaches it, its queued tasks are dropped, its
+    /// running work is stopped and waited for, then it and everything stored for it goes in
+    /// one transaction.
+    pub async fn delete_agent(
+        &self,
+        caller: &Caller,
+        name: &str,
+    ) -> Result<Removed, agents::Error> {
+        let agent = self.agents().withdraw(caller, name)?;
+        self.pool().drop_agent(agent.name());
+        for live in self.executions().live_of(agent.name()) {
+            live.stop(StopReason::Terminated);
+            let _ = tokio::time::timeout(Duration::from_secs(10), live.finished()).await;
+        }
+        let name = agent.name().to_string();
+        Ok(self.store().write(move |tx| tx.delete_agent(&name)).await?)
+    }
+
     pub fn started_at(&self) -> Timestamp {
         self.inner.started_at
     }

@@ -109,8 +109,11 @@ impl Chat {
         if let Some(replay) = self.idempotent_replay(&request).await? {
             return Ok(replay);
         }
+        request.agent.require_running()?;
         let execution_id = crate::ids::new_id();
-        let live = self.executions.register(&execution_id);
+        let live = self
+            .executions
+            .register(&execution_id, request.agent.name());
         let marked = Arc::new(Mutex::new(None::<String>));
         let admitted = {
             let busy = self.busy.clone();

@@ -45,7 +45,14 @@ pub struct RawConfig {
     pub auth: RawAuth,
     pub log: RawLog,
     pub pool: RawPool,
+    pub defaults: RawDefaults,
     pub agents: Option<BTreeMap<String, RawAgent>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawDefaults {
+    pub engine: Option<EngineConfig>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -127,6 +134,7 @@ impl Default for RawStore {
 pub struct RawAuth {
     pub token_ttl: String,
     pub login_attempts_per_minute: u32,
+    pub users_may_create_agents: bool,
 }
 
 impl Default for RawAuth {
@@ -134,6 +142,7 @@ impl Default for RawAuth {
         RawAuth {
             token_ttl: "12h".into(),
             login_attempts_per_minute: 10,
+            users_may_create_agents: false,
         }
     }
 }
@@ -172,6 +181,8 @@ pub struct RawAgent {
     pub timeout: String,
     #[serde(default = "default_agent_queue")]
     pub queue_capacity: usize,
+    #[serde(default)]
+    pub voice: bool,
 }
 
 fn default_owner() -> String {
@@ -188,7 +199,7 @@ fn default_agent_timeout() -> String {
 }
 
 /// How an agent's turns are produced; see `engines`.
-#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize, serde::Serialize)]
 #[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
 pub enum EngineConfig {
     /// Built in: repeats the message word by word.
@@ -269,6 +280,8 @@ pub struct AgentConfig {
     pub timeout: Duration,
     /// Tasks that may wait for this agent; more get `429 queue_full`.
     pub queue_capacity: usize,
+    /// Whether voice conversations may use this agent.
+    pub voice: bool,
 }
 
 /// A secret value whose `Debug` does not show it.
@@ -295,6 +308,10 @@ pub struct Config {
     pub data_dir: PathBuf,
     pub token_ttl: Duration,
     pub login_attempts_per_minute: u32,
+    /// Whether users (not only admins) may create agents through the API.
+    pub users_may_create_agents: bool,
+    /// The engine of agents created through the API without one.
+    pub default_engine: EngineConfig,
     /// Tasks running at once, over all agents.
     pub workers: usize,
     /// Tasks waiting at once, over all agents.
@@ -467,6 +484,8 @@ impl Config {
                 "auth.login_attempts_per_minute",
                 raw.auth.login_attempts_per_minute as usize,
             )? as u32,
+            users_may_create_agents: raw.auth.users_may_create_agents,
+            default_engine: raw.defaults.engine.unwrap_or_default(),
             workers: nonzero("pool.workers", raw.pool.workers)?,
             queue_capacity: nonzero("pool.queue_capacity", raw.pool.queue_capacity)?,
             log_level: raw.log.level,
@@ -488,6 +507,7 @@ fn default_agent() -> AgentConfig {
         max_concurrent: default_max_concurrent(),
         timeout: Duration::from_secs(600),
         queue_capacity: default_agent_queue(),
+        voice: false,
     }
 }
 
@@ -529,6 +549,7 @@ fn agent_from_raw(name: String, raw: RawAgent) -> Result<AgentConfig, Error> {
         max_concurrent: raw.max_concurrent,
         timeout,
         queue_capacity: raw.queue_capacity,
+        voice: raw.voice,
         name,
     })
 }

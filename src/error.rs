@@ -92,6 +92,18 @@ impl From<agents::Error> for ApiError {
             agents::Error::Busy { .. } => {
                 ApiError::new(StatusCode::TOO_MANY_REQUESTS, "agent_busy", &err).retry_after(1)
             }
+            agents::Error::Stopped(_) => {
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "agent_stopped", &err)
+            }
+            agents::Error::Exists(_) => ApiError::new(StatusCode::CONFLICT, "agent_exists", &err),
+            agents::Error::ManagedByConfig(_) => {
+                ApiError::new(StatusCode::CONFLICT, "managed_by_config", &err)
+            }
+            agents::Error::CreateForbidden | agents::Error::CommandEngineAdminOnly => {
+                ApiError::new(StatusCode::FORBIDDEN, "forbidden", &err)
+            }
+            agents::Error::Invalid(_) => ApiError::invalid(&err),
+            agents::Error::Store(cause) => cause.into(),
         }
     }
 }

@@ -43,6 +43,8 @@ pub enum Error {
 /// An execution that is queued or running in this process.
 pub struct Live {
     pub execution_id: String,
+    /// The agent it runs for.
+    pub agent: String,
     state: Mutex<LiveState>,
     /// Bumped after each change of `state`; followers wait on it.
     changed: watch::Sender<u64>,
@@ -59,9 +61,10 @@ struct LiveState {
 }
 
 impl Live {
-    fn new(execution_id: String) -> Live {
+    fn new(execution_id: String, agent: String) -> Live {
         Live {
             execution_id,
+            agent,
             state: Mutex::new(LiveState {
                 events: Vec::new(),
                 persisted: 0,
@@ -154,8 +157,8 @@ impl Executions {
 
     /// Registers an execution as live before its record is committed, so that no follower
     /// can find it in neither place.
-    pub fn register(&self, execution_id: &str) -> Arc<Live> {
-        let live = Arc::new(Live::new(execution_id.to_string()));
+    pub fn register(&self, execution_id: &str, agent: &str) -> Arc<Live> {
+        let live = Arc::new(Live::new(execution_id.to_string(), agent.to_string()));
         self.live_map()
             .insert(execution_id.to_string(), live.clone());
         live
@@ -169,6 +172,15 @@ impl Executions {
     /// The live execution with this id, if it is queued or running here.
     pub fn live(&self, execution_id: &str) -> Option<Arc<Live>> {
         self.live_map().get(execution_id).cloned()
+    }
+
+    /// The live executions of one agent.
+    pub fn live_of(&self, agent: &str) -> Vec<Arc<Live>> {
+        self.live_map()
+            .values()
+            .filter(|l| l.agent == agent)
+            .cloned()
+            .collect()
     }
 
     /// Ids of every live execution.

@@ -111,7 +111,8 @@ pub async fn start(config: Config) -> anyhow::Result<Daemon> {
         .map(|l| l.local_addr())
         .collect::<Result<_, _>>()?;
 
-    let app = App::new(config, store, auth, metrics);
+    let agent_records = store.read(|r| r.agents()).await?;
+    let app = App::new(config, store, auth, metrics, agent_records);
     let interrupted = app.executions().recover_interrupted().await?;
     if interrupted > 0 {
         tracing::warn!(

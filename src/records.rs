@@ -217,3 +217,34 @@ impl Execution {
         })
     }
 }
+
+/// An agent as the store keeps it: the whole definition of an agent made through the API,
+/// or only the run-time state (stopped, extra shares) of one from the configuration.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct AgentRecord {
+    pub name: String,
+    pub display_name: String,
+    pub description: String,
+    pub owner: String,
+    pub shared_with: Vec<String>,
+    pub engine: crate::config::EngineConfig,
+    pub max_concurrent: usize,
+    pub queue_capacity: usize,
+    pub timeout_seconds: u64,
+    pub voice: bool,
+    /// `api` or `config`.
+    pub source: String,
+    pub stopped: bool,
+    pub created_at: Timestamp,
+}
+
+/// What deleting an agent removed, by kind of record.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Removed {
+    pub sessions: u64,
+    pub messages: u64,
+    pub executions: u64,
+    pub events: u64,
+    pub idempotency_keys: u64,
+    pub queued_tasks: u64,
+}

@@ -4,6 +4,7 @@
 //! transaction and commits once (group commit), so many small durable writes share an fsync.
 //! Reads run on the blocking pool. No redb call runs on the async runtime's threads.
 
+mod agents;
 mod executions;
 mod keys;
 mod queue;
@@ -277,6 +278,7 @@ fn migrate(db: &Database, path: &Path) -> Result<(), Error> {
         txn.open_table(IDEMPOTENCY)?;
         txn.open_table(ENGINE_STATE)?;
         txn.open_table(TASK_QUEUE)?;
+        txn.open_table(AGENTS)?;
     }
     txn.commit()?;
     Ok(())

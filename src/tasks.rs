@@ -154,7 +154,8 @@ impl Pool {
                     if state.running >= self.inner.workers {
                         break;
                     }
-                    let Some(agent) = self.inner.agents.get(name) else {
+                    let Some(agent) = self.inner.agents.get(name).filter(|a| !a.is_stopped())
+                    else {
                         continue;
                     };
                     let Some(head) = state.by_agent.get(name).and_then(|q| q.front()) else {
@@ -245,7 +246,10 @@ impl Pool {
                     .await?;
                 continue;
             };
-            let live = self.inner.executions.register(&execution.id);
+            let live = self
+                .inner
+                .executions
+                .register(&execution.id, &execution.agent);
             let entry = Queued {
                 execution_id,
                 position,
@@ -265,6 +269,20 @@ impl Pool {
         }
         self.kick();
         Ok(restored)
+    }
+
+    /// Forgets every queued task of an agent that is being deleted (its rows go with it).
+    pub fn drop_agent(&self, agent: &str) {
+        let mut state = lock(&self.inner.state);
+        if let Some(queue) = state.by_agent.remove(agent) {
+            state.waiting -= queue.len();
+            for entry in queue {
+                self.inner.executions.abandon(&entry.live);
+            }
+        }
+        self.inner
+            .metrics
+            .set_gauge(format!("outpost_task_queue_depth{{agent=\"{agent}\"}}"), 0);
     }
 
     /// Takes a queued task out of the queue and finishes it `cancelled`. False when it is not

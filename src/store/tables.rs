@@ -43,3 +43,5 @@ pub const IDEMPOTENCY: TableDefinition<&[u8], &[u8]> = TableDefinition::new("ide
 pub const ENGINE_STATE: TableDefinition<&str, &str> = TableDefinition::new("engine_state");
 /// queue position → execution id of a task waiting for a worker
 pub const TASK_QUEUE: TableDefinition<u64, &str> = TableDefinition::new("task_queue");
+/// agent name → AgentRecord
+pub const AGENTS: TableDefinition<&str, &[u8]> = TableDefinition::new("agents");

@@ -64,7 +64,7 @@ impl Pool {
         }
         self.reserve(&agent_name, request.agent.config.queue_capacity)?;
         let execution_id = crate::ids::new_id();
-        let live = self.inner.executions.register(&execution_id);
+        let live = self.inner.executions.register(&execution_id, &agent_name);
         let position = self.inner.next_position.fetch_add(1, Ordering::SeqCst);
         let now = Timestamp::now();
         let execution = Execution {

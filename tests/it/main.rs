@@ -1,5 +1,6 @@
 //! The one integration-test binary: each module is a capability, each test a real daemon.
 
+mod agents;
 mod chat;
 mod cli;
 mod engines;

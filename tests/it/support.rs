@@ -72,6 +72,7 @@ pub fn echo_agent(name: &str, delay_ms: u64, max_concurrent: usize) -> AgentConf
         max_concurrent,
         timeout: Duration::from_secs(60),
         queue_capacity: 100,
+        voice: false,
     }
 }
 
