@@ -1,0 +1,168 @@
+//! The daemon under test: the real `outpost` binary as a child process with a temporary data
+//! dir and config, stopped with SIGTERM (or killed) and cleaned up when done.
+
+use crate::client::{Call, Conn};
+use anyhow::{bail, Context};
+use hyper::StatusCode;
+use std::fs::File;
+use std::net::{SocketAddr, TcpListener};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use tempfile::TempDir;
+
+/// The admin password set through `OUTPOST_ADMIN_PASSWORD` at first start.
+pub const ADMIN_PASSWORD: &str = "bench-password-1";
+/// How long the daemon may take to answer `/healthz`.
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long the daemon may take to stop after SIGTERM before it is killed.
+const STOP_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// A running daemon; dropping it kills the process and removes the temp dir.
+pub struct Daemon {
+    pub addr: SocketAddr,
+    child: Option<Child>,
+    dir: TempDir,
+}
+
+impl Daemon {
+    /// Writes the config, starts `outpost serve` and waits until `/healthz` answers.
+    /// The `echo` agent is shared with `users` so each can hold a session of their own.
+    pub async fn start(users: &[String]) -> anyhow::Result<Daemon> {
+        let dir = tempfile::Builder::new().prefix("outpost-bench").tempdir()?;
+        let addr = free_port()?;
+        let config_path = dir.path().join("outpost.toml");
+        std::fs::write(
+            &config_path,
+            config_text(addr, &dir.path().join("data"), users),
+        )?;
+        let log = File::create(dir.path().join("daemon.log"))?;
+        let child = Command::new(env!("CARGO_BIN_EXE_outpost"))
+            .arg("serve")
+            .arg("--config")
+            .arg(&config_path)
+            .env("OUTPOST_ADMIN_PASSWORD", ADMIN_PASSWORD)
+            .env_remove("OUTPOST_CONFIG")
+            .env_remove("OUTPOST_LISTEN")
+            .env_remove("OUTPOST_DATA_DIR")
+            .env_remove("OUTPOST_LOG")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .context("starting the outpost binary")?;
+        let mut daemon = Daemon {
+            addr,
+            child: Some(child),
+            dir,
+        };
+        daemon.wait_healthy().await?;
+        Ok(daemon)
+    }
+
+    async fn wait_healthy(&mut self) -> anyhow::Result<()> {
+        let started = Instant::now();
+        loop {
+            if let Some(status) = self.child_mut()?.try_wait()? {
+                bail!("the daemon exited with {status}:\n{}", self.log_tail());
+            }
+            if let Ok(mut conn) = Conn::connect(self.addr).await {
+                if let Ok((StatusCode::OK, _)) = conn.send(&Call::get("/healthz", None)).await {
+                    return Ok(());
+                }
+            }
+            if started.elapsed() > START_TIMEOUT {
+                bail!(
+                    "no /healthz answer within {START_TIMEOUT:?}:\n{}",
+                    self.log_tail()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    fn child_mut(&mut self) -> anyhow::Result<&mut Child> {
+        self.child.as_mut().context("the daemon was stopped")
+    }
+
+    /// The daemon's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, Child::id)
+    }
+
+    /// The daemon's resident set size in KiB (`VmRSS`), if it is still running.
+    pub fn rss_kib(&self) -> Option<u64> {
+        rss_kib(self.pid())
+    }
+
+    /// Stops the daemon with SIGTERM, waits for it, and removes the temp dir.
+    pub async fn stop(mut self) -> anyhow::Result<()> {
+        let Some(mut child) = self.child.take() else {
+            return Ok(());
+        };
+        let pid = rustix::process::Pid::from_child(&child);
+        let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+        let asked = Instant::now();
+        while child.try_wait()?.is_none() {
+            if asked.elapsed() > STOP_TIMEOUT {
+                child.kill()?;
+                child.wait()?;
+                bail!("the daemon ignored SIGTERM for {STOP_TIMEOUT:?} and was killed");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Ok(())
+    }
+
+    /// The end of the daemon's log, to explain a failure.
+    pub fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(self.dir.path().join("daemon.log")).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(20)..].join("\n")
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        // Reached on an early error: never leave a daemon running behind the bench.
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// A loopback address with a port that was free a moment ago.
+fn free_port() -> anyhow::Result<SocketAddr> {
+    let listener = TcpListener::bind("127.0.0.1:0")?;
+    Ok(listener.local_addr()?)
+}
+
+fn config_text(addr: SocketAddr, data_dir: &Path, users: &[String]) -> String {
+    let shared: Vec<String> = users.iter().map(|u| format!("{u:?}")).collect();
+    format!(
+        r#"[server]
+listen = ["{addr}"]
+
+[store]
+data_dir = {data_dir:?}
+
+[log]
+level = "warn"
+
+[agents.echo]
+engine = {{ kind = "echo", delay_ms = 0 }}
+max_concurrent = 128
+shared_with = [{shared}]
+"#,
+        data_dir = data_dir.to_string_lossy(),
+        shared = shared.join(", "),
+    )
+}
+
+/// `VmRSS` of a process in KiB, read from `/proc/PID/status`.
+pub fn rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
