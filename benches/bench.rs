@@ -133,6 +133,9 @@ async fn measure(
     ceiling.stop();
 
     progress("seeding 20 sessions x 20 messages for admin");
+    // The daemon closes keep-alive connections idle for its header timeout (10 s), so each
+    // set-up step after a timed run starts on a fresh connection.
+    let mut conn = Conn::connect(daemon.addr).await?;
     setup::seed_history(&mut conn, &admin, SEEDED_SESSIONS, SEEDED_TURNS).await?;
     let sessions_call = Call::get(SESSIONS_PATH, Some(&admin));
     let history_call = Call::get(HISTORY_PATH, Some(&admin));
@@ -145,6 +148,7 @@ async fn measure(
     let history = load::run(daemon.addr, &plan, &[history_call]).await?;
 
     progress("opening 64 sessions, one per bench user");
+    let mut conn = Conn::connect(daemon.addr).await?;
     let members = setup::members(&mut conn, &admin, usernames).await?;
     let chat_calls: Vec<Call> = members
         .iter()
@@ -159,6 +163,7 @@ async fn measure(
     let chat = chat?;
 
     progress("sequential chat turns on one session");
+    let mut conn = Conn::connect(daemon.addr).await?;
     let session_id = setup::turn(&mut conn, &admin, "sequential bench", None).await?;
     let sequential_plan = Plan {
         connections: 1,
