@@ -77,6 +77,18 @@ fn progress(message: &str) {
     let _ = writeln!(std::io::stderr(), "outpost-bench: {message}");
 }
 
+/// Progress with the daemon's RSS, threads and store size, to see which step grows them.
+fn progress_at(daemon: &Daemon, message: &str) {
+    let rss = daemon.rss_kib().map_or_else(|| "?".into(), megabytes);
+    let threads = daemon
+        .threads()
+        .map_or_else(|| "?".into(), |n| n.to_string());
+    let store = megabytes(daemon.store_bytes() / 1024);
+    progress(&format!(
+        "{message} (daemon RSS {rss}, {threads} threads, store file {store})"
+    ));
+}
+
 /// Everything one run measured.
 struct Results {
     ceiling: Stats,
@@ -86,8 +98,10 @@ struct Results {
     sequential: Stats,
     rss_idle_kib: u64,
     rss_load_kib: u64,
+    rss_before_chat_kib: u64,
     sessions_bytes: usize,
     history_bytes: usize,
+    store_bytes: u64,
 }
 
 async fn run() -> anyhow::Result<String> {
@@ -101,8 +115,8 @@ async fn run() -> anyhow::Result<String> {
     };
     let usernames: Vec<String> = (1..=CONNECTIONS).map(|i| format!("bench-{i:02}")).collect();
     progress("starting the daemon");
-    let daemon = Daemon::start(&usernames).await?;
-    let measured = measure(&daemon, &usernames, Duration::from_secs(seconds)).await;
+    let mut daemon = Daemon::start(&usernames).await?;
+    let measured = measure(&mut daemon, &usernames, Duration::from_secs(seconds)).await;
     if measured.is_err() {
         progress(&format!("daemon log:\n{}", daemon.log_tail()));
     }
@@ -114,7 +128,7 @@ async fn run() -> anyhow::Result<String> {
 }
 
 async fn measure(
-    daemon: &Daemon,
+    daemon: &mut Daemon,
     usernames: &[String],
     duration: Duration,
 ) -> anyhow::Result<Results> {
@@ -123,16 +137,19 @@ async fn measure(
         duration,
         max_requests_per_connection: None,
     };
-    let mut conn = Conn::connect(daemon.addr).await?;
-    let admin = setup::login(&mut conn).await?;
+    let admin = setup::login(&mut Conn::connect(daemon.addr).await?).await?;
     let rss_idle_kib = daemon.rss_kib().context("reading the daemon's RSS")?;
 
-    progress("(a) ceiling: in-process hyper server");
+    progress_at(daemon, "restarting with 64 member users added offline");
+    daemon.restart_with_members(usernames).await?;
+    let daemon = &*daemon;
+
+    progress_at(daemon, "(a) ceiling: in-process hyper server");
     let ceiling = Ceiling::start().await?;
     let ceiling_stats = load::run(ceiling.addr, &plan, &[Call::get("/", None)]).await?;
     ceiling.stop();
 
-    progress("seeding 20 sessions x 20 messages for admin");
+    progress_at(daemon, "seeding 20 sessions x 20 messages for admin");
     // The daemon closes keep-alive connections idle for its header timeout (10 s), so each
     // set-up step after a timed run starts on a fresh connection.
     let mut conn = Conn::connect(daemon.addr).await?;
@@ -142,19 +159,22 @@ async fn measure(
     let sessions_bytes = check_list(&mut conn, &sessions_call, "sessions", SEEDED_SESSIONS).await?;
     let history_bytes = check_list(&mut conn, &history_call, "messages", 50).await?;
 
-    progress("(b) GET chat/sessions");
+    progress_at(daemon, "(b) GET chat/sessions");
     let sessions = load::run(daemon.addr, &plan, &[sessions_call]).await?;
-    progress("(c) GET chat/history/persistent");
+    progress_at(daemon, "(c) GET chat/history/persistent");
     let history = load::run(daemon.addr, &plan, &[history_call]).await?;
 
-    progress("opening 64 sessions, one per bench user");
+    // Opened only now: the admin's session list above shows every user's sessions.
+    progress_at(daemon, "opening one session per member");
     let mut conn = Conn::connect(daemon.addr).await?;
-    let members = setup::members(&mut conn, &admin, usernames).await?;
+    let mut members = setup::mint_member_tokens(&mut conn, &admin, usernames).await?;
+    setup::open_sessions(&mut conn, &mut members).await?;
     let chat_calls: Vec<Call> = members
         .iter()
         .map(|m| setup::chat_call(&m.token, &m.session_id))
         .collect();
-    progress("chat turns on 64 sessions");
+    progress_at(daemon, "chat turns on 64 sessions");
+    let rss_before_chat_kib = daemon.rss_kib().unwrap_or(0);
     let (stop_sampling, stopped) = oneshot::channel();
     let sampler = tokio::spawn(max_rss(daemon.pid(), stopped));
     let chat = load::run(daemon.addr, &plan, &chat_calls).await;
@@ -162,7 +182,7 @@ async fn measure(
     let rss_load_kib = sampler.await?;
     let chat = chat?;
 
-    progress("sequential chat turns on one session");
+    progress_at(daemon, "sequential chat turns on one session");
     let mut conn = Conn::connect(daemon.addr).await?;
     let session_id = setup::turn(&mut conn, &admin, "sequential bench", None).await?;
     let sequential_plan = Plan {
@@ -173,6 +193,7 @@ async fn measure(
     let sequential_call = setup::chat_call(&admin, &session_id);
     let sequential = load::run(daemon.addr, &sequential_plan, &[sequential_call]).await?;
 
+    progress_at(daemon, "done");
     Ok(Results {
         ceiling: ceiling_stats,
         sessions,
@@ -181,8 +202,10 @@ async fn measure(
         sequential,
         rss_idle_kib,
         rss_load_kib,
+        rss_before_chat_kib,
         sessions_bytes,
         history_bytes,
+        store_bytes: daemon.store_bytes(),
     })
 }
 
@@ -297,15 +320,27 @@ fn how_it_was_run(results: &Results, seconds: u64, pid: u32) -> String {
         ),
         format!(
             "Data: admin has {SEEDED_SESSIONS} sessions × {} messages; chat/sessions answers \
-             {} bytes, history/persistent {} bytes (default page of 50).",
+             {} bytes, history/persistent {} bytes (default page of 50); store file {} at \
+             the end.",
             SEEDED_TURNS * 2,
             results.sessions_bytes,
-            results.history_bytes
+            results.history_bytes,
+            megabytes(results.store_bytes / 1024)
         ),
         format!(
-            "Chat: {CONNECTIONS} users (bench-01..bench-64), each posting to their own session \
-             with `Accept: application/json`; sequential: {SEQUENTIAL_TURNS} turns on one session \
+            "Chat: {CONNECTIONS} users (bench-01..bench-64), each with a device token and their \
+             own session, posting with `Accept: application/json`; sequential: {SEQUENTIAL_TURNS} turns on one session \
              over one connection."
+        ),
+        "Restart: after the idle reading the daemon is stopped, the 64 users are added with \
+         `outpost user add` (their password hashes stay out of the daemon), and it is started \
+         again on the same data dir; every later figure is from that second process."
+            .to_string(),
+        format!(
+            "Memory: RSS read from /proc/PID/status every {} ms during the chat run; {} just \
+             before it.",
+            RSS_SAMPLE_INTERVAL.as_millis(),
+            megabytes(results.rss_before_chat_kib)
         ),
     ];
     let runs = [

@@ -1,5 +1,5 @@
-//! Set-up through the public API: admin login, seeded history, bench users with their own
-//! device tokens and sessions. Everything goes over one sequential connection.
+//! Set-up through the public API: admin login, seeded history, device tokens and sessions for
+//! the bench members. Everything goes over one sequential connection.
 
 use crate::client::{field, Call, Conn};
 use crate::daemon::ADMIN_PASSWORD;
@@ -58,27 +58,21 @@ pub async fn seed_history(
     Ok(())
 }
 
-/// One bench user: a device token and the id of their open session.
+/// One bench user: a device token, and the id of their session once opened.
 pub struct Member {
     pub token: String,
     pub session_id: String,
 }
 
-/// Creates each user (admin API), mints them a chat token, and opens their session with a
-/// first turn. Sessions are per (agent, user), so concurrent sessions need distinct users.
-pub async fn members(
+/// Mints each member (added before the daemon started) a chat token. Sessions are per
+/// (agent, user), so concurrent sessions need distinct users.
+pub async fn mint_member_tokens(
     conn: &mut Conn,
     admin_token: &str,
     usernames: &[String],
 ) -> anyhow::Result<Vec<Member>> {
     let mut members = Vec::with_capacity(usernames.len());
     for username in usernames {
-        let user = json!({"username": username, "password": "bench-member-password"});
-        conn.json(
-            &Call::post("/api/users", Some(admin_token), &user),
-            StatusCode::CREATED,
-        )
-        .await?;
         let wanted = json!({"username": username, "scope": "chat", "ttl": "1h"});
         let issued = conn
             .json(
@@ -87,10 +81,20 @@ pub async fn members(
             )
             .await?;
         let token = field(&issued, "access_token")?;
-        let session_id = turn(conn, &token, "open the bench session", None).await?;
-        members.push(Member { token, session_id });
+        members.push(Member {
+            token,
+            session_id: String::new(),
+        });
     }
     Ok(members)
+}
+
+/// Opens each member's session with a first turn, one after another.
+pub async fn open_sessions(conn: &mut Conn, members: &mut [Member]) -> anyhow::Result<()> {
+    for member in members {
+        member.session_id = turn(conn, &member.token, "open the bench session", None).await?;
+    }
+    Ok(())
 }
 
 /// The request a member sends in the chat throughput run.
