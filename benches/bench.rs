@@ -164,34 +164,9 @@ async fn measure(
     progress_at(daemon, "(c) GET chat/history/persistent");
     let history = load::run(daemon.addr, &plan, &[history_call]).await?;
 
-    // Opened only now: the admin's session list above shows every user's sessions.
-    progress_at(daemon, "opening one session per member");
-    let mut conn = Conn::connect(daemon.addr).await?;
-    let mut members = setup::mint_member_tokens(&mut conn, &admin, usernames).await?;
-    setup::open_sessions(&mut conn, &mut members).await?;
-    let chat_calls: Vec<Call> = members
-        .iter()
-        .map(|m| setup::chat_call(&m.token, &m.session_id))
-        .collect();
-    progress_at(daemon, "chat turns on 64 sessions");
-    let rss_before_chat_kib = daemon.rss_kib().unwrap_or(0);
-    let (stop_sampling, stopped) = oneshot::channel();
-    let sampler = tokio::spawn(max_rss(daemon.pid(), stopped));
-    let chat = load::run(daemon.addr, &plan, &chat_calls).await;
-    let _ = stop_sampling.send(());
-    let rss_load_kib = sampler.await?;
-    let chat = chat?;
-
-    progress_at(daemon, "sequential chat turns on one session");
-    let mut conn = Conn::connect(daemon.addr).await?;
-    let session_id = setup::turn(&mut conn, &admin, "sequential bench", None).await?;
-    let sequential_plan = Plan {
-        connections: 1,
-        duration: SEQUENTIAL_LIMIT,
-        max_requests_per_connection: Some(SEQUENTIAL_TURNS),
-    };
-    let sequential_call = setup::chat_call(&admin, &session_id);
-    let sequential = load::run(daemon.addr, &sequential_plan, &[sequential_call]).await?;
+    let (chat, rss_before_chat_kib, rss_load_kib) =
+        chat_throughput(daemon, &plan, &admin, usernames).await?;
+    let sequential = sequential_turns(daemon, &admin).await?;
 
     progress_at(daemon, "done");
     Ok(Results {
@@ -207,6 +182,46 @@ async fn measure(
         history_bytes,
         store_bytes: daemon.store_bytes(),
     })
+}
+
+/// Chat turns from one connection per member, each on their own session, while the daemon's
+/// RSS is sampled. Returns the stats, the RSS just before, and the largest RSS seen (KiB).
+async fn chat_throughput(
+    daemon: &Daemon,
+    plan: &Plan,
+    admin: &str,
+    usernames: &[String],
+) -> anyhow::Result<(Stats, u64, u64)> {
+    // Opened only now: the admin's session list measured before shows every user's sessions.
+    progress_at(daemon, "opening one session per member");
+    let mut conn = Conn::connect(daemon.addr).await?;
+    let mut members = setup::mint_member_tokens(&mut conn, admin, usernames).await?;
+    setup::open_sessions(&mut conn, &mut members).await?;
+    let calls: Vec<Call> = members
+        .iter()
+        .map(|m| setup::chat_call(&m.token, &m.session_id))
+        .collect();
+    progress_at(daemon, "chat turns on 64 sessions");
+    let rss_before_kib = daemon.rss_kib().unwrap_or(0);
+    let (stop_sampling, stopped) = oneshot::channel();
+    let sampler = tokio::spawn(max_rss(daemon.pid(), stopped));
+    let chat = load::run(daemon.addr, plan, &calls).await;
+    let _ = stop_sampling.send(());
+    let rss_max_kib = sampler.await?;
+    Ok((chat?, rss_before_kib, rss_max_kib))
+}
+
+/// [`SEQUENTIAL_TURNS`] turns one after another on a fresh session of the admin.
+async fn sequential_turns(daemon: &Daemon, admin: &str) -> anyhow::Result<Stats> {
+    progress_at(daemon, "sequential chat turns on one session");
+    let mut conn = Conn::connect(daemon.addr).await?;
+    let session_id = setup::turn(&mut conn, admin, "sequential bench", None).await?;
+    let plan = Plan {
+        connections: 1,
+        duration: SEQUENTIAL_LIMIT,
+        max_requests_per_connection: Some(SEQUENTIAL_TURNS),
+    };
+    load::run(daemon.addr, &plan, &[setup::chat_call(admin, &session_id)]).await
 }
 
 /// Fetches a list once, checks it holds `expected` items under `key`, returns the body size.
@@ -274,7 +289,7 @@ fn render(results: &Results, seconds: u64, pid: u32) -> String {
 
     let seq = &results.sequential;
     let mut sequential = timed(
-        &format!("chat turn, sequential ({} turns)", seq.ok),
+        &format!("chat turn, sequential ({} turns)", report::grouped(seq.ok)),
         seq,
         "turns/s",
     );
@@ -329,8 +344,9 @@ fn how_it_was_run(results: &Results, seconds: u64, pid: u32) -> String {
         ),
         format!(
             "Chat: {CONNECTIONS} users (bench-01..bench-64), each with a device token and their \
-             own session, posting with `Accept: application/json`; sequential: {SEQUENTIAL_TURNS} turns on one session \
-             over one connection."
+             own session, posting with `Accept: application/json`; sequential: {} turns on one \
+             session over one connection.",
+            report::grouped(SEQUENTIAL_TURNS)
         ),
         "Restart: after the idle reading the daemon is stopped, the 64 users are added with \
          `outpost user add` (their password hashes stay out of the daemon), and it is started \

@@ -37,16 +37,20 @@ pub fn ms(latency: Duration) -> String {
 
 /// A rate with a thousands separator and its unit.
 pub fn per_second(rate: f64, unit: &str) -> String {
-    let whole = rate.round() as u64;
-    let digits = whole.to_string();
-    let mut grouped = String::new();
+    format!("{} {unit}", grouped(rate.round() as u64))
+}
+
+/// A whole number with thousands separators: `12,345`.
+pub fn grouped(number: u64) -> String {
+    let digits = number.to_string();
+    let mut out = String::new();
     for (idx, digit) in digits.chars().enumerate() {
         if idx > 0 && (digits.len() - idx) % 3 == 0 {
-            grouped.push(',');
+            out.push(',');
         }
-        grouped.push(digit);
+        out.push(digit);
     }
-    format!("{grouped} {unit}")
+    out
 }
 
 /// KiB as MB (MiB, as `ps` and `top` count) with one decimal.
