@@ -30,7 +30,7 @@ pub async fn summarize(
         .store()
         .read(move |r| r.executions_of(&agent_name, &filter, None, usize::MAX))
         .await?;
-    let running: Vec<Value> = executions
+    let running: Vec<crate::records::ExecutionRow> = executions
         .iter()
         .filter(|e| e.status == ExecutionStatus::Running)
         .map(Execution::row)

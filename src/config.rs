@@ -119,12 +119,14 @@ impl Default for RawTls {
 #[serde(deny_unknown_fields, default)]
 pub struct RawStore {
     pub data_dir: String,
+    pub cache_mb: usize,
 }
 
 impl Default for RawStore {
     fn default() -> Self {
         RawStore {
             data_dir: "./outpost-data".into(),
+            cache_mb: 32,
         }
     }
 }
@@ -306,6 +308,8 @@ pub struct Config {
     pub allow_plain_on_network: bool,
     pub tls: Tls,
     pub data_dir: PathBuf,
+    /// The store's page cache, in bytes.
+    pub store_cache_bytes: usize,
     pub token_ttl: Duration,
     pub login_attempts_per_minute: u32,
     /// Whether users (not only admins) may create agents through the API.
@@ -478,6 +482,7 @@ impl Config {
             allow_plain_on_network: raw.server.allow_plain_on_network,
             tls,
             data_dir: absolute(data_dir),
+            store_cache_bytes: nonzero("store.cache_mb", raw.store.cache_mb)? << 20,
             token_ttl: parse_duration(&raw.auth.token_ttl)
                 .map_err(|m| invalid("auth.token_ttl", m))?,
             login_attempts_per_minute: nonzero(

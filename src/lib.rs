@@ -83,8 +83,8 @@ pub async fn start(config: Config) -> anyhow::Result<Daemon> {
         .with_context(|| format!("creating the data dir {}", data_dir.display()))?;
     let _ = std::fs::set_permissions(&data_dir, std::fs::Permissions::from_mode(0o700));
     let store = {
-        let dir = data_dir.clone();
-        tokio::task::spawn_blocking(move || store::Store::open(&dir))
+        let (dir, cache) = (data_dir.clone(), config.store_cache_bytes);
+        tokio::task::spawn_blocking(move || store::Store::open_with_cache(&dir, cache))
             .await
             .context("opening the store")??
     };

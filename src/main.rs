@@ -114,8 +114,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             LogFormat::Text
         };
     }
+    // Store reads run on the blocking pool; a few threads per core serve them with less
+    // switching than tokio's default of hundreds.
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        .max_blocking_threads(16)
         .build()
         .context("starting the async runtime")?;
     match cli.command.unwrap_or(Command::Serve { listen: None }) {
@@ -165,8 +168,10 @@ async fn serve(config: Config) -> anyhow::Result<()> {
 async fn open_store(config: &Config) -> anyhow::Result<outpost::store::Store> {
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating the data dir {}", config.data_dir.display()))?;
-    let dir = config.data_dir.clone();
-    let store = tokio::task::spawn_blocking(move || outpost::store::Store::open(&dir)).await??;
+    let (dir, cache) = (config.data_dir.clone(), config.store_cache_bytes);
+    let store =
+        tokio::task::spawn_blocking(move || outpost::store::Store::open_with_cache(&dir, cache))
+            .await??;
     Ok(store)
 }
 

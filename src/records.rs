@@ -197,24 +197,47 @@ pub fn preview(text: &str, max: usize) -> String {
     }
 }
 
+/// The list row of an execution: the record less the long fields.
+#[derive(Serialize)]
+pub struct ExecutionRow<'a> {
+    pub id: &'a str,
+    pub agent: &'a str,
+    pub kind: ExecutionKind,
+    pub status: ExecutionStatus,
+    pub username: &'a Option<String>,
+    pub origin: &'a Option<String>,
+    pub message: &'a str,
+    pub created_at: Timestamp,
+    pub started_at: Option<Timestamp>,
+    pub finished_at: Option<Timestamp>,
+    pub duration_ms: Option<u64>,
+    pub cost_usd: f64,
+    pub session_id: &'a Option<String>,
+}
+
 impl Execution {
-    /// The list row of the spec: the record less the long fields.
-    pub fn row(&self) -> Value {
-        serde_json::json!({
-            "id": self.id,
-            "agent": self.agent,
-            "kind": self.kind,
-            "status": self.status,
-            "username": self.username,
-            "origin": self.origin,
-            "message": preview(&self.message, 200),
-            "created_at": self.created_at,
-            "started_at": self.started_at,
-            "finished_at": self.finished_at,
-            "duration_ms": self.duration_ms,
-            "cost_usd": self.cost_usd,
-            "session_id": self.session_id,
-        })
+    /// The list row of the spec.
+    pub fn row(&self) -> ExecutionRow<'_> {
+        let cut = self
+            .message
+            .char_indices()
+            .nth(200)
+            .map_or(self.message.len(), |(i, _)| i);
+        ExecutionRow {
+            id: &self.id,
+            agent: &self.agent,
+            kind: self.kind,
+            status: self.status,
+            username: &self.username,
+            origin: &self.origin,
+            message: &self.message[..cut],
+            created_at: self.created_at,
+            started_at: self.started_at,
+            finished_at: self.finished_at,
+            duration_ms: self.duration_ms,
+            cost_usd: self.cost_usd,
+            session_id: &self.session_id,
+        }
     }
 }
 

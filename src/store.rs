@@ -25,6 +25,8 @@ use tokio::sync::oneshot;
 
 /// The file name of the store inside the data dir.
 pub const STORE_FILE: &str = "outpost.redb";
+/// The page cache unless configured: `[store] cache_mb`.
+pub const DEFAULT_CACHE_BYTES: usize = 32 << 20;
 /// Most jobs applied in one transaction.
 const MAX_BATCH: usize = 512;
 const VALUE_VERSION: u8 = 1;
@@ -174,8 +176,17 @@ impl Store {
     /// Opens (or creates) the store file in `data_dir` and migrates it. Blocking: call it at
     /// start-up or from `spawn_blocking`.
     pub fn open(data_dir: &Path) -> Result<Store, Error> {
+        Store::open_with_cache(data_dir, DEFAULT_CACHE_BYTES)
+    }
+
+    /// Opens the store with a page cache of `cache_bytes` (redb's own default is 1 GiB, which
+    /// an edge box's memory cannot spare; the cache grows with use up to this size).
+    pub fn open_with_cache(data_dir: &Path, cache_bytes: usize) -> Result<Store, Error> {
         let path = data_dir.join(STORE_FILE);
-        let db = match Database::create(&path) {
+        let db = match redb::Builder::new()
+            .set_cache_size(cache_bytes)
+            .create(&path)
+        {
             Ok(db) => db,
             Err(redb::DatabaseError::DatabaseAlreadyOpen) => return Err(Error::Locked(path)),
             Err(err) => return Err(err.into()),

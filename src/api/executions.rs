@@ -8,13 +8,13 @@ use crate::clock::Timestamp;
 use crate::error::{ApiError, ApiResult};
 use crate::executions::StopReason;
 use crate::http::body::{self, Body};
-use crate::records::{Execution, ExecutionKind, ExecutionStatus};
+use crate::records::{Execution, ExecutionKind, ExecutionRow, ExecutionStatus};
 use crate::store::ExecutionFilter;
 use bytes::Bytes;
 use hyper::body::Incoming;
 use hyper::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE};
 use hyper::{Request, StatusCode};
-use serde_json::{json, Value};
+use serde_json::json;
 use std::time::Duration;
 
 /// Comment lines that keep idle SSE connections open through proxies.
@@ -70,7 +70,7 @@ pub async fn list_executions(app: &App, request: &Request<Incoming>, name: &str)
     let next_cursor = more
         .then(|| executions.last().map(|e| e.id.clone()))
         .flatten();
-    let rows: Vec<Value> = executions.iter().map(Execution::row).collect();
+    let rows: Vec<ExecutionRow> = executions.iter().map(Execution::row).collect();
     Ok(body::json(
         StatusCode::OK,
         &json!({"executions": rows, "next_cursor": next_cursor}),
@@ -105,7 +105,7 @@ pub async fn running_executions(app: &App, request: &Request<Incoming>, name: &s
             Ok(out)
         })
         .await?;
-    let rows: Vec<Value> = executions.iter().map(Execution::row).collect();
+    let rows: Vec<ExecutionRow> = executions.iter().map(Execution::row).collect();
     Ok(body::json(StatusCode::OK, &json!({"executions": rows})))
 }
 

@@ -3,11 +3,13 @@
 use super::{caller_with_scope, Query};
 use crate::app::App;
 use crate::chat::HistoryOwner;
+use crate::chat::HistoryPage;
 use crate::error::{ApiError, ApiResult};
 use crate::http::body;
-use crate::records::SessionStatus;
+use crate::records::{Message, Session, SessionStatus};
 use hyper::body::Incoming;
 use hyper::{Request, StatusCode};
+use serde::Serialize;
 use serde_json::json;
 
 /// `GET /api/agents/{name}/chat/sessions`
@@ -29,9 +31,17 @@ pub async fn list_sessions(app: &App, request: &Request<Incoming>, name: &str) -
         .chat()
         .list_sessions(&agent, &caller, status, query.get("cursor"), query.limit()?)
         .await?;
+    #[derive(Serialize)]
+    struct Body<'a> {
+        sessions: &'a [Session],
+        next_cursor: &'a Option<String>,
+    }
     Ok(body::json(
         StatusCode::OK,
-        &json!({"sessions": page.sessions, "next_cursor": page.next_cursor}),
+        &Body {
+            sessions: &page.sessions,
+            next_cursor: &page.next_cursor,
+        },
     ))
 }
 
@@ -51,9 +61,19 @@ pub async fn get_session(
         .chat()
         .messages(&session, query.get("cursor"), limit)
         .await?;
+    #[derive(Serialize)]
+    struct Body<'a> {
+        session: &'a Session,
+        messages: &'a [Message],
+        next_cursor: &'a Option<String>,
+    }
     Ok(body::json(
         StatusCode::OK,
-        &json!({"session": session, "messages": page.messages, "next_cursor": page.next_cursor}),
+        &Body {
+            session: &session,
+            messages: &page.messages,
+            next_cursor: &page.next_cursor,
+        },
     ))
 }
 
@@ -90,10 +110,7 @@ pub async fn persistent_history(app: &App, request: &Request<Incoming>, name: &s
         .chat()
         .history(&agent, &caller, owner, query.get("cursor"), query.limit()?)
         .await?;
-    Ok(body::json(
-        StatusCode::OK,
-        &json!({"messages": page.messages, "next_cursor": page.next_cursor}),
-    ))
+    Ok(body::json(StatusCode::OK, &MessagePage::of(&page)))
 }
 
 /// `DELETE /api/agents/{name}/chat/history`
@@ -117,4 +134,20 @@ pub async fn activity(app: &App, request: &Request<Incoming>, name: &str) -> Api
     let hours = Query::parse(request.uri().query()).number("hours", 24, 1, 720)?;
     let summary = crate::activity::summarize(app, &agent, &caller, hours).await?;
     Ok(body::json(StatusCode::OK, &summary))
+}
+
+/// `{"messages", "next_cursor"}`, serialized straight from the records.
+#[derive(Serialize)]
+struct MessagePage<'a> {
+    messages: &'a [Message],
+    next_cursor: &'a Option<String>,
+}
+
+impl<'a> MessagePage<'a> {
+    fn of(page: &'a HistoryPage) -> MessagePage<'a> {
+        MessagePage {
+            messages: &page.messages,
+            next_cursor: &page.next_cursor,
+        }
+    }
 }
