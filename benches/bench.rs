@@ -16,6 +16,8 @@ mod load;
 mod report;
 #[path = "bench/setup.rs"]
 mod setup;
+#[path = "bench/tasks.rs"]
+mod tasks;
 
 use anyhow::Context;
 use ceiling::Ceiling;
@@ -78,7 +80,7 @@ fn progress(message: &str) {
 }
 
 /// Progress with the daemon's RSS, threads and store size, to see which step grows them.
-fn progress_at(daemon: &Daemon, message: &str) {
+pub(crate) fn progress_at(daemon: &Daemon, message: &str) {
     let rss = daemon.rss_kib().map_or_else(|| "?".into(), megabytes);
     let threads = daemon
         .threads()
@@ -102,6 +104,7 @@ struct Results {
     sessions_bytes: usize,
     history_bytes: usize,
     store_bytes: u64,
+    tasks: tasks::TaskResults,
 }
 
 async fn run() -> anyhow::Result<String> {
@@ -167,6 +170,7 @@ async fn measure(
     let (chat, rss_before_chat_kib, rss_load_kib) =
         chat_throughput(daemon, &plan, &admin, usernames).await?;
     let sequential = sequential_turns(daemon, &admin).await?;
+    let tasks = tasks::measure(daemon, &admin, duration).await?;
 
     progress_at(daemon, "done");
     Ok(Results {
@@ -181,6 +185,7 @@ async fn measure(
         sessions_bytes,
         history_bytes,
         store_bytes: daemon.store_bytes(),
+        tasks,
     })
 }
 
@@ -306,8 +311,42 @@ fn render(results: &Results, seconds: u64, pid: u32) -> String {
     let mut rss_load = Row::named("RSS under load (max during chat turns)");
     rss_load.rate = megabytes(results.rss_load_kib);
 
+    let t = &results.tasks;
+    let mut accepted = timed(
+        "task submissions accepted (durable)",
+        &t.accepted,
+        "tasks/s",
+    );
+    accepted.target = "≥ 10,000 tasks/s".into();
+    accepted.met = Some(t.accepted.rate() >= 10_000.0);
+    let mut completed = Row::named("tasks completed, echo delay 0");
+    completed.rate = per_second(t.completed_per_second, "tasks/s");
+    let mut queue_start = Row::named("task queue → start, free workers (histogram bound)");
+    queue_start.p50 = format!("≤ {:.3} ms", t.queue_start_p50 * 1000.0);
+    queue_start.p99 = format!("≤ {:.3} ms", t.queue_start_p99 * 1000.0);
+    queue_start.target = "p50 ≤ 1 ms".into();
+    queue_start.met = Some(t.queue_start_p50 <= 0.001);
+    let per_task =
+        (t.rss_queued_kib.saturating_sub(t.rss_before_queue_kib) * 1024) / t.queued.max(1);
+    let mut queued = Row::named(format!(
+        "RSS with {} queued tasks",
+        report::grouped(t.queued)
+    ));
+    queued.rate = format!("{} (+{per_task} B/task)", megabytes(t.rss_queued_kib));
+    queued.target = "≤ 2 KB per queued task".into();
+    queued.met = Some(per_task <= 2048);
     let rows = [
-        ceiling, sessions, history, chat, sequential, rss_idle, rss_load,
+        ceiling,
+        sessions,
+        history,
+        chat,
+        sequential,
+        rss_idle,
+        rss_load,
+        accepted,
+        completed,
+        queue_start,
+        queued,
     ];
     let mut out = report::table(&rows);
     out.push('\n');

@@ -57,7 +57,8 @@ struct LiveState {
     /// Events below this index are durable.
     persisted: usize,
     /// Set once, when the final state is committed.
-    finished: Option<Execution>,
+    /// Boxed: a queued task's registration stays small until it has a final record.
+    finished: Option<Box<Execution>>,
 }
 
 impl Live {
@@ -112,7 +113,7 @@ impl Live {
         let mut rx = self.changed.subscribe();
         loop {
             if let Some(execution) = self.lock().finished.clone() {
-                return execution;
+                return *execution;
             }
             if rx.changed().await.is_err() {
                 std::future::pending::<()>().await;
@@ -122,7 +123,7 @@ impl Live {
 
     /// The final record, when there is one.
     pub fn try_finished(&self) -> Option<Execution> {
-        self.lock().finished.clone()
+        self.lock().finished.as_deref().cloned()
     }
 }
 
@@ -209,7 +210,7 @@ impl Executions {
             let mut state = live.lock();
             state.events.push(Arc::from(result.to_string()));
             state.persisted = state.events.len();
-            state.finished = Some(execution.clone());
+            state.finished = Some(Box::new(execution.clone()));
         }
         live.bump();
         self.inner

@@ -235,10 +235,23 @@ data_dir = {data_dir:?}
 [log]
 level = "warn"
 
+[pool]
+workers = 8
+queue_capacity = 1000000
+
 [agents.echo]
 engine = {{ kind = "echo", delay_ms = 0 }}
 max_concurrent = 128
 shared_with = [{shared}]
+
+[agents.bulk]
+engine = {{ kind = "echo", delay_ms = 0 }}
+max_concurrent = 8
+queue_capacity = 1000000
+
+[agents.parked]
+engine = {{ kind = "echo", delay_ms = 0 }}
+queue_capacity = 1000000
 "#,
         data_dir = data_dir.to_string_lossy(),
         shared = shared.join(", "),

@@ -268,7 +268,7 @@ pub(super) async fn drive(executions: &Executions, live: &Arc<Live>, spec: RunSp
     {
         let mut state = live.lock();
         state.persisted = state.events.len();
-        state.finished = Some(execution.clone());
+        state.finished = Some(Box::new(execution.clone()));
     }
     live.bump();
     after(&execution);
