@@ -310,3 +310,40 @@ async fn kill_9_with_queued_and_running_tasks_resumes_the_queue_in_order() {
     sorted.sort();
     assert_eq!(starts, sorted, "the queue order is kept across the crash");
 }
+
+#[tokio::test]
+async fn api_agents_survive_kill_9() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("outpost.toml");
+    std::fs::write(&config, "[agents.fixed]\n").unwrap();
+    let data = dir.path().join("data");
+    let mut daemon = Process::start(&data, &config).await;
+    let login = daemon
+        .call(
+            Method::POST,
+            "/api/token",
+            None,
+            Some(json!({"username": "admin", "password": ADMIN_PASSWORD})),
+        )
+        .await;
+    let token = login.json()["access_token"].as_str().unwrap().to_string();
+    let created = daemon
+        .call(
+            Method::POST,
+            "/api/agents",
+            Some(&token),
+            Some(json!({"name": "made", "description": "by the API"})),
+        )
+        .await;
+    assert_eq!(created.status, 201);
+    daemon.child.kill().unwrap();
+    daemon.child.wait().unwrap();
+    drop(daemon);
+    let daemon = Process::start(&data, &config).await;
+    let agent = daemon
+        .call(Method::GET, "/api/agents/made", Some(&token), None)
+        .await;
+    assert_eq!(agent.status, 200);
+    assert_eq!(agent.json()["description"], "by the API");
+    assert_eq!(agent.json()["source"], "api");
+}
