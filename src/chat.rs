@@ -120,8 +120,12 @@ impl Chat {
             let marked = marked.clone();
             let plan = Plan::from(&request, execution_id.clone());
             self.store
-                .write(move |tx| plan.admit(tx, &busy, &marked))
+                .write_deferred(move |tx| plan.admit(tx, &busy, &marked))
                 .await
+        };
+        let (admitted, on_disk) = match admitted {
+            Ok((admitted, on_disk)) => (Ok(admitted), Some(on_disk)),
+            Err(err) => (Err(err), None),
         };
         let (session, resume, execution, permit) = match admitted {
             Ok(Admission::Accepted {
@@ -192,7 +196,12 @@ impl Chat {
                 drop(permit);
             }),
         };
+        // The engine starts while the admission reaches the disk; the caller hears of the
+        // turn only once it has (for a quick engine, the final commit takes both at once).
         self.executions.spawn(live.clone(), spec);
+        if let Some(on_disk) = on_disk {
+            on_disk.wait().await?;
+        }
         Ok(Started::Live {
             live,
             execution_id,

@@ -11,9 +11,13 @@ mod queue;
 mod sessions;
 mod tables;
 mod users;
+mod writer;
 
 pub use executions::{EventRecord, ExecutionFilter, IdempotencyRecord};
 pub use sessions::HistoryScope;
+pub use writer::Durable;
+
+use writer::{Job, WriteJob};
 
 use redb::{Database, ReadTransaction, ReadableDatabase, ReadableTable, WriteTransaction};
 use serde::{de::DeserializeOwned, Serialize};
@@ -27,8 +31,6 @@ use tokio::sync::oneshot;
 pub const STORE_FILE: &str = "outpost.redb";
 /// The page cache unless configured: `[store] cache_mb`.
 pub const DEFAULT_CACHE_BYTES: usize = 32 << 20;
-/// Most jobs applied in one transaction.
-const MAX_BATCH: usize = 512;
 const VALUE_VERSION: u8 = 1;
 
 /// What can go wrong in the store; services see only this.
@@ -118,37 +120,6 @@ pub struct Reader {
     txn: ReadTransaction,
 }
 
-trait WriteJob: Send {
-    /// Applies the job; an error aborts the whole batch.
-    fn apply(&mut self, tx: &Tx<'_>) -> Result<(), Error>;
-    /// Called after the batch commits (or fails) with the outcome.
-    fn finish(self: Box<Self>, committed: Result<(), Error>);
-}
-
-struct Job<F, T> {
-    work: Option<F>,
-    output: Option<T>,
-    reply: oneshot::Sender<Result<T, Error>>,
-}
-
-impl<F, T> WriteJob for Job<F, T>
-where
-    F: FnOnce(&Tx<'_>) -> Result<T, Error> + Send,
-    T: Send,
-{
-    fn apply(&mut self, tx: &Tx<'_>) -> Result<(), Error> {
-        let work = self.work.take().expect("a job is applied once");
-        self.output = Some(work(tx)?);
-        Ok(())
-    }
-
-    fn finish(self: Box<Self>, committed: Result<(), Error>) {
-        let Job { output, reply, .. } = *self;
-        let result = committed.and_then(|()| output.ok_or(Error::Closed));
-        let _ = reply.send(result);
-    }
-}
-
 /// Cheap-clone handle to the open store. The file closes when the last handle drops: the
 /// writer finishes the jobs already queued, its thread is joined, and redb releases the lock.
 #[derive(Clone)]
@@ -161,6 +132,8 @@ struct Inner {
     path: PathBuf,
     writer: Option<mpsc::Sender<Box<dyn WriteJob>>>,
     writer_thread: Option<JoinHandle<()>>,
+    /// The sequence number of the last commit that reached the disk.
+    durable: tokio::sync::watch::Receiver<u64>,
 }
 
 impl Drop for Inner {
@@ -194,10 +167,11 @@ impl Store {
         migrate(&db, &path)?;
         let db = Arc::new(db);
         let (writer, jobs) = mpsc::channel();
+        let (durable_tx, durable) = tokio::sync::watch::channel(0);
         let writer_db = db.clone();
         let writer_thread = std::thread::Builder::new()
             .name("outpost-store-writer".into())
-            .spawn(move || write_loop(&writer_db, &jobs))
+            .spawn(move || writer::write_loop(&writer_db, &jobs, &durable_tx))
             .map_err(|err| Error::Storage(format!("starting the writer thread: {err}")))?;
         Ok(Store {
             inner: Arc::new(Inner {
@@ -205,6 +179,7 @@ impl Store {
                 path,
                 writer: Some(writer),
                 writer_thread: Some(writer_thread),
+                durable,
             }),
         })
     }
@@ -226,10 +201,33 @@ impl Store {
         F: FnOnce(&Tx<'_>) -> Result<T, Error> + Send + 'static,
         T: Send + 'static,
     {
+        self.submit(work, true).await.map(|(output, _)| output)
+    }
+
+    /// Runs `work` inside a write transaction and returns once it is committed — visible to
+    /// every reader — but possibly not yet on disk; the [`Durable`] resolves when it is. A
+    /// commit waits at most `writer::DEFER_WINDOW` for a durable one to carry it to disk, so a
+    /// turn whose engine answers at once pays one fsync for both of its commits. Nothing may
+    /// be acknowledged to a client before its `Durable` resolves.
+    pub async fn write_deferred<T, F>(&self, work: F) -> Result<(T, Durable), Error>
+    where
+        F: FnOnce(&Tx<'_>) -> Result<T, Error> + Send + 'static,
+        T: Send + 'static,
+    {
+        let (output, seq) = self.submit(work, false).await?;
+        Ok((output, Durable::new(seq, self.inner.durable.clone())))
+    }
+
+    async fn submit<T, F>(&self, work: F, durable: bool) -> Result<(T, u64), Error>
+    where
+        F: FnOnce(&Tx<'_>) -> Result<T, Error> + Send + 'static,
+        T: Send + 'static,
+    {
         let (reply, done) = oneshot::channel();
         let job = Box::new(Job {
             work: Some(work),
             output: None,
+            durable,
             reply,
         });
         let writer = self.inner.writer.as_ref().ok_or(Error::Closed)?;
@@ -290,37 +288,6 @@ fn migrate(db: &Database, path: &Path) -> Result<(), Error> {
         txn.open_table(ENGINE_STATE)?;
         txn.open_table(TASK_QUEUE)?;
         txn.open_table(AGENTS)?;
-    }
-    txn.commit()?;
-    Ok(())
-}
-
-fn write_loop(db: &Database, jobs: &mpsc::Receiver<Box<dyn WriteJob>>) {
-    while let Ok(first) = jobs.recv() {
-        let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
-            match jobs.try_recv() {
-                Ok(job) => batch.push(job),
-                Err(_) => break,
-            }
-        }
-        let committed = apply_batch(db, &mut batch);
-        if let Err(err) = &committed {
-            tracing::error!(cause = %err, jobs = batch.len(), "store write failed");
-        }
-        for job in batch {
-            job.finish(committed.clone());
-        }
-    }
-}
-
-fn apply_batch(db: &Database, batch: &mut [Box<dyn WriteJob>]) -> Result<(), Error> {
-    let txn = db.begin_write()?;
-    {
-        let tx = Tx { txn: &txn };
-        for job in batch.iter_mut() {
-            job.apply(&tx)?;
-        }
     }
     txn.commit()?;
     Ok(())
