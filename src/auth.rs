@@ -15,6 +15,8 @@ use std::time::{Duration, Instant};
 /// The file holding the token signing secret.
 pub const SECRET_FILE: &str = "jwt-secret";
 const THROTTLE_WINDOW: Duration = Duration::from_secs(60);
+/// Verified tokens remembered at most; the map starts over when full.
+const VERIFIED_CACHE: usize = 4096;
 
 /// What can go wrong authenticating.
 #[derive(Debug, thiserror::Error)]
@@ -108,6 +110,9 @@ pub struct Auth {
     /// Revoked token ids with their expiry (unix seconds), mirrored from the store.
     revoked: RwLock<HashMap<String, i64>>,
     failures: Mutex<HashMap<String, VecDeque<Instant>>>,
+    /// Tokens whose signature checked out, with their claims; expiry and revocation are
+    /// still checked on every use.
+    verified: Mutex<HashMap<String, Caller>>,
 }
 
 impl Auth {
@@ -133,6 +138,7 @@ impl Auth {
             attempts_per_minute: attempts_per_minute as usize,
             revoked: RwLock::new(revoked.into_iter().collect()),
             failures: Mutex::new(HashMap::new()),
+            verified: Mutex::new(HashMap::new()),
         })
     }
 
@@ -165,24 +171,49 @@ impl Auth {
 
     /// Checks a bearer token: signature, algorithm, expiry, revocation.
     pub fn verify(&self, token: &str) -> Result<Caller, Error> {
+        let caller = match self.recently_verified(token) {
+            Some(caller) => caller,
+            None => self.decode(token)?,
+        };
+        // Checked every time, cached or not: expiry, then revocation. Fail closed: a poisoned
+        // lock means we cannot tell, so the answer is no.
+        if caller.expires_at <= Timestamp::now().unix_seconds() {
+            return Err(Error::Invalid);
+        }
+        let revoked = self.revoked.read().map_err(|_| Error::Revoked)?;
+        if revoked.contains_key(&caller.jti) {
+            return Err(Error::Revoked);
+        }
+        Ok(caller)
+    }
+
+    /// The caller of a token whose signature was checked before (a map lookup instead of
+    /// base64, JSON and HMAC on every request of a client).
+    fn recently_verified(&self, token: &str) -> Option<Caller> {
+        let verified = self.verified.lock().unwrap_or_else(|p| p.into_inner());
+        verified.get(token).cloned()
+    }
+
+    fn decode(&self, token: &str) -> Result<Caller, Error> {
         let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
             .map_err(|_| Error::Invalid)?;
         let claims = data.claims;
-        // Fail closed: a poisoned lock means we cannot tell, so the answer is no.
-        let revoked = self.revoked.read().map_err(|_| Error::Revoked)?;
-        if revoked.contains_key(&claims.jti) {
-            return Err(Error::Revoked);
-        }
         let scope = claims
             .scope
             .map(|s| s.split_whitespace().map(str::to_string).collect());
-        Ok(Caller {
+        let caller = Caller {
             username: claims.sub,
             role: claims.role,
             scope,
             jti: claims.jti,
             expires_at: claims.exp,
-        })
+        };
+        let mut verified = self.verified.lock().unwrap_or_else(|p| p.into_inner());
+        if verified.len() >= VERIFIED_CACHE {
+            verified.clear();
+        }
+        verified.insert(token.to_string(), caller.clone());
+        Ok(caller)
     }
 
     /// Revokes the caller's token until it expires; durable before it returns.

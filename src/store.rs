@@ -134,6 +134,8 @@ struct Inner {
     writer_thread: Option<JoinHandle<()>>,
     /// The sequence number of the last commit that reached the disk.
     durable: tokio::sync::watch::Receiver<u64>,
+    /// Bumped after every commit: a cache filled at generation g is current while it is g.
+    generation: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Drop for Inner {
@@ -168,10 +170,12 @@ impl Store {
         let db = Arc::new(db);
         let (writer, jobs) = mpsc::channel();
         let (durable_tx, durable) = tokio::sync::watch::channel(0);
+        let generation = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let writer_generation = generation.clone();
         let writer_db = db.clone();
         let writer_thread = std::thread::Builder::new()
             .name("outpost-store-writer".into())
-            .spawn(move || writer::write_loop(&writer_db, &jobs, &durable_tx))
+            .spawn(move || writer::write_loop(&writer_db, &jobs, &durable_tx, &writer_generation))
             .map_err(|err| Error::Storage(format!("starting the writer thread: {err}")))?;
         Ok(Store {
             inner: Arc::new(Inner {
@@ -180,6 +184,7 @@ impl Store {
                 writer: Some(writer),
                 writer_thread: Some(writer_thread),
                 durable,
+                generation,
             }),
         })
     }
@@ -187,6 +192,13 @@ impl Store {
     /// The store file.
     pub fn path(&self) -> &Path {
         &self.inner.path
+    }
+
+    /// The commit generation; read it before a snapshot to tag what the snapshot shows.
+    pub fn generation(&self) -> u64 {
+        self.inner
+            .generation
+            .load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// How many handles to the store are alive (the shutdown leak check wants 1).

@@ -5,6 +5,7 @@
 
 use super::{Error, Tx};
 use redb::{Database, Durability};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 use tokio::sync::{oneshot, watch};
@@ -78,6 +79,7 @@ pub(super) fn write_loop(
     db: &Database,
     jobs: &mpsc::Receiver<Box<dyn WriteJob>>,
     durable: &watch::Sender<u64>,
+    generation: &AtomicU64,
 ) {
     let mut seq: u64 = 0;
     // When the oldest commit not yet on disk was made.
@@ -118,6 +120,10 @@ pub(super) fn write_loop(
             || pending_since.is_some_and(|since| since.elapsed() >= DEFER_WINDOW);
         seq += 1;
         let committed = commit(db, &mut batch, make_durable).map(|()| seq);
+        if committed.is_ok() {
+            // Before anyone is answered: a reader that sees the old generation read old data.
+            generation.fetch_add(1, Ordering::SeqCst);
+        }
         match &committed {
             Ok(_) if make_durable => {
                 durable.send_replace(seq);
