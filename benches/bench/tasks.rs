@@ -55,20 +55,9 @@ pub async fn measure(
         max_requests_per_connection: Some(LATENCY_TASKS),
     };
     load::run(daemon.addr, &sequential, &[submit_call(BULK, admin)]).await?;
-    drain(daemon, admin, BULK).await?;
+    drain(daemon, BULK).await?;
     let after = wait_histogram(daemon).await?;
     let (queue_start_p50, queue_start_p99) = quantiles(&before, &after);
-
-    crate::progress_at(daemon, "tasks: submissions from 64 connections");
-    let plan = Plan {
-        connections: 64,
-        duration,
-        max_requests_per_connection: None,
-    };
-    let started = Instant::now();
-    let accepted = load::run(daemon.addr, &plan, &[submit_call(BULK, admin)]).await?;
-    drain(daemon, admin, BULK).await?;
-    let completed_per_second = accepted.ok as f64 / started.elapsed().as_secs_f64();
 
     crate::progress_at(daemon, "tasks: 10,000 queued for a stopped agent");
     let mut conn = Conn::connect(daemon.addr).await?;
@@ -88,6 +77,17 @@ pub async fn measure(
     let queued = load::run(daemon.addr, &fill, &[submit_call(PARKED, admin)]).await?;
     tokio::time::sleep(Duration::from_secs(1)).await;
     let rss_queued_kib = daemon.rss_kib().unwrap_or(0);
+    crate::progress_at(daemon, "tasks: submissions from 64 connections");
+    let plan = Plan {
+        connections: 64,
+        duration,
+        max_requests_per_connection: None,
+    };
+    let started = Instant::now();
+    let accepted = load::run(daemon.addr, &plan, &[submit_call(BULK, admin)]).await?;
+    drain(daemon, BULK).await?;
+    let completed_per_second = accepted.ok as f64 / started.elapsed().as_secs_f64();
+
     Ok(TaskResults {
         accepted,
         completed_per_second,
@@ -99,28 +99,27 @@ pub async fn measure(
     })
 }
 
-/// Waits until the agent has nothing queued or running.
-async fn drain(daemon: &Daemon, admin: &str, agent: &str) -> anyhow::Result<()> {
+/// Waits until the agent's queue is empty and no worker is busy, as `/metrics` says (cheap
+/// for the daemon, unlike listing executions while it works).
+async fn drain(daemon: &Daemon, agent: &str) -> anyhow::Result<()> {
     let mut conn = Conn::connect(daemon.addr).await?;
     let deadline = Instant::now() + Duration::from_secs(300);
-    for status in ["queued", "running"] {
-        loop {
-            let call = Call::get(
-                &format!("/api/agents/{agent}/executions?status={status}&limit=1"),
-                Some(admin),
-            );
-            let page = conn.json(&call, StatusCode::OK).await?;
-            if page["executions"].as_array().is_some_and(Vec::is_empty) {
-                break;
-            }
-            anyhow::ensure!(
-                Instant::now() < deadline,
-                "tasks still {status} after 300 s"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
+    let depth = format!("outpost_task_queue_depth{{agent=\"{agent}\"}} 0");
+    loop {
+        let (status, body) = conn.send(&Call::get("/metrics", None)).await?;
+        anyhow::ensure!(status == StatusCode::OK, "/metrics answered {status}");
+        let text = String::from_utf8_lossy(&body);
+        let idle = text.lines().any(|l| l == depth)
+            && text.lines().any(|l| l == "outpost_task_workers_busy 0");
+        if idle {
+            return Ok(());
         }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "tasks of {agent} still waiting after 300 s"
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
     }
-    Ok(())
 }
 
 /// The cumulative bucket counts of `outpost_task_queue_wait_seconds`, by upper bound.

@@ -152,6 +152,12 @@ impl Reader {
         before: Option<&str>,
         limit: usize,
     ) -> Result<(Vec<Execution>, bool), Error> {
+        if matches!(
+            filter.status,
+            Some(ExecutionStatus::Queued | ExecutionStatus::Running)
+        ) {
+            return self.unfinished_of(agent, filter, before, limit);
+        }
         let index = self.txn.open_table(EXECUTIONS_BY_AGENT)?;
         let executions = self.txn.open_table(EXECUTIONS)?;
         let prefix = keys::prefix(&[agent]);
@@ -178,6 +184,43 @@ impl Reader {
                 }
                 out.push(execution);
             }
+        }
+        Ok((out, false))
+    }
+
+    /// `executions_of` for queued or running ones: the unfinished set is small, so this does
+    /// not walk the agent's whole history.
+    fn unfinished_of(
+        &self,
+        agent: &str,
+        filter: &ExecutionFilter,
+        before: Option<&str>,
+        limit: usize,
+    ) -> Result<(Vec<Execution>, bool), Error> {
+        let unfinished = self.txn.open_table(UNFINISHED)?;
+        let executions = self.txn.open_table(EXECUTIONS)?;
+        let mut out: Vec<Execution> = Vec::new();
+        for entry in unfinished.iter()?.rev() {
+            let (id, _) = entry?;
+            if before.is_some_and(|b| id.value() >= b) {
+                continue;
+            }
+            let Some(execution) = get_json::<Execution>(&executions, "executions", id.value())?
+            else {
+                continue;
+            };
+            if execution.agent != agent
+                || filter
+                    .since
+                    .is_some_and(|since| execution.created_at < since)
+                || !filter.admits(&execution)
+            {
+                continue;
+            }
+            if out.len() == limit {
+                return Ok((out, true));
+            }
+            out.push(execution);
         }
         Ok((out, false))
     }
