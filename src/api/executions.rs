@@ -83,27 +83,10 @@ pub async fn running_executions(app: &App, request: &Request<Incoming>, name: &s
     let agent = app.agents().visible(&caller, name)?;
     let mut filter = filter_for(&agent, &caller);
     filter.status = Some(ExecutionStatus::Running);
-    let ids = app.executions().live_ids();
-    let store = app.store().clone();
     let agent_name = agent.name().to_string();
-    let executions = store
-        .read(move |r| {
-            let mut out = Vec::new();
-            for id in ids {
-                if let Some(e) = r.execution(&id)? {
-                    if e.agent == agent_name
-                        && filter
-                            .username
-                            .as_deref()
-                            .is_none_or(|u| e.username.as_deref() == Some(u))
-                        && e.status == ExecutionStatus::Running
-                    {
-                        out.push(e);
-                    }
-                }
-            }
-            Ok(out)
-        })
+    let (executions, _) = app
+        .store()
+        .read(move |r| r.executions_of(&agent_name, &filter, None, usize::MAX))
         .await?;
     let rows: Vec<ExecutionRow> = executions.iter().map(Execution::row).collect();
     Ok(body::json(StatusCode::OK, &json!({"executions": rows})))

@@ -42,6 +42,18 @@ pub struct IdempotencyRecord {
     pub created_at: Timestamp,
 }
 
+fn idempotency_in(
+    table: &impl ReadableTable<&'static [u8], &'static [u8]>,
+    key: &[&str],
+) -> Result<Option<IdempotencyRecord>, Error> {
+    let key = keys::joined(key);
+    let record = match table.get(key.as_slice())? {
+        Some(value) => Some(decode("idempotency_keys", value.value())?),
+        None => None,
+    };
+    Ok(record)
+}
+
 impl Tx<'_> {
     /// Inserts or replaces an execution, keeping the agent index and the unfinished set.
     pub fn put_execution(&self, execution: &Execution) -> Result<(), Error> {
@@ -110,13 +122,7 @@ impl Tx<'_> {
     }
 
     pub fn idempotency(&self, key: &[&str]) -> Result<Option<IdempotencyRecord>, Error> {
-        let table = self.txn.open_table(IDEMPOTENCY)?;
-        let key = keys::joined(key);
-        let record = match table.get(key.as_slice())? {
-            Some(value) => Some(decode("idempotency_keys", value.value())?),
-            None => None,
-        };
-        Ok(record)
+        idempotency_in(&self.txn.open_table(IDEMPOTENCY)?, key)
     }
 
     pub fn put_idempotency(&self, key: &[&str], record: &IdempotencyRecord) -> Result<(), Error> {
@@ -130,13 +136,7 @@ impl Tx<'_> {
 
 impl Reader {
     pub fn idempotency(&self, key: &[&str]) -> Result<Option<IdempotencyRecord>, Error> {
-        let table = self.txn.open_table(IDEMPOTENCY)?;
-        let key = keys::joined(key);
-        let record = match table.get(key.as_slice())? {
-            Some(value) => Some(decode("idempotency_keys", value.value())?),
-            None => None,
-        };
-        Ok(record)
+        idempotency_in(&self.txn.open_table(IDEMPOTENCY)?, key)
     }
 
     pub fn execution(&self, id: &str) -> Result<Option<Execution>, Error> {

@@ -73,6 +73,14 @@ impl Process {
         Process { child, addr }
     }
 
+    async fn admin_token(&self) -> String {
+        let body = json!({"username": "admin", "password": ADMIN_PASSWORD});
+        let login = self
+            .call(Method::POST, "/api/token", None, Some(body))
+            .await;
+        login.json()["access_token"].as_str().unwrap().to_string()
+    }
+
     async fn call(
         &self,
         method: Method,
@@ -108,15 +116,7 @@ async fn kill_9_during_a_slow_turn_leaves_it_interrupted_with_the_user_message()
     .unwrap();
     let data = dir.path().join("data");
     let mut daemon = Process::start(&data, &config).await;
-    let login = daemon
-        .call(
-            Method::POST,
-            "/api/token",
-            None,
-            Some(json!({"username": "admin", "password": ADMIN_PASSWORD})),
-        )
-        .await;
-    let token = login.json()["access_token"].as_str().unwrap().to_string();
+    let token = daemon.admin_token().await;
     let words = vec!["word"; 100].join(" ");
     let (addr, stream_token) = (daemon.addr, token.clone());
     let streaming = tokio::spawn(async move {
@@ -224,15 +224,7 @@ async fn kill_9_with_queued_and_running_tasks_resumes_the_queue_in_order() {
     .unwrap();
     let data = dir.path().join("data");
     let mut daemon = Process::start(&data, &config).await;
-    let login = daemon
-        .call(
-            Method::POST,
-            "/api/token",
-            None,
-            Some(json!({"username": "admin", "password": ADMIN_PASSWORD})),
-        )
-        .await;
-    let token = login.json()["access_token"].as_str().unwrap().to_string();
+    let token = daemon.admin_token().await;
     let mut ids = Vec::new();
     for i in 0..53 {
         let reply = daemon
@@ -318,15 +310,7 @@ async fn api_agents_survive_kill_9() {
     std::fs::write(&config, "[agents.fixed]\n").unwrap();
     let data = dir.path().join("data");
     let mut daemon = Process::start(&data, &config).await;
-    let login = daemon
-        .call(
-            Method::POST,
-            "/api/token",
-            None,
-            Some(json!({"username": "admin", "password": ADMIN_PASSWORD})),
-        )
-        .await;
-    let token = login.json()["access_token"].as_str().unwrap().to_string();
+    let token = daemon.admin_token().await;
     let created = daemon
         .call(
             Method::POST,
