@@ -4,26 +4,18 @@ use crate::chat::assert_stream_shape;
 use crate::support::*;
 use outpost::config::{AgentConfig, EngineConfig};
 use serde_json::{json, Value};
-use std::collections::BTreeMap;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 fn command_agent(
     name: &str,
     script: &str,
-    env: BTreeMap<String, String>,
+    dir: Option<&std::path::Path>,
     timeout: Duration,
 ) -> AgentConfig {
     AgentConfig {
-        engine: EngineConfig::Command {
-            program: fixture(script),
-            args: vec!["-p".into()],
-            workdir: None,
-            env,
-            resume_args: vec!["--resume".into(), "{session}".into()],
-        },
         timeout,
-        ..echo_agent(name, 0, 4)
+        ..fixture_agent(name, script, dir, 4)
     }
 }
 
@@ -33,7 +25,7 @@ async fn command_engine_passes_events_through_and_keeps_one_result() {
         c.agents = vec![command_agent(
             "cli",
             "agent.sh",
-            BTreeMap::new(),
+            None,
             Duration::from_secs(30),
         )]
     })
@@ -81,7 +73,7 @@ async fn command_engine_resumes_the_cli_session_on_the_next_turn() {
         c.agents = vec![command_agent(
             "cli",
             "probe.sh",
-            BTreeMap::new(),
+            None,
             Duration::from_secs(30),
         )]
     })
@@ -120,15 +112,11 @@ async fn command_engine_resumes_the_cli_session_on_the_next_turn() {
 #[tokio::test]
 async fn command_engine_hang_past_the_timeout_fails_the_turn_and_kills_the_group() {
     let fixture_dir = tempfile::tempdir().unwrap();
-    let env = BTreeMap::from([(
-        "OUTPOST_FIXTURE_DIR".to_string(),
-        fixture_dir.path().display().to_string(),
-    )]);
     let server = TestServer::with(|c| {
         c.agents = vec![command_agent(
             "stuck",
             "hang.sh",
-            env,
+            Some(fixture_dir.path()),
             Duration::from_millis(700),
         )]
     })
@@ -184,7 +172,7 @@ async fn command_engine_failure_keeps_stderr_in_the_execution() {
         c.agents = vec![command_agent(
             "broken",
             "fail.sh",
-            BTreeMap::new(),
+            None,
             Duration::from_secs(30),
         )]
     })

@@ -334,3 +334,27 @@ where
 pub fn fixture(name: &str) -> String {
     format!("{}/tests/data/engines/{name}", env!("CARGO_MANIFEST_DIR"))
 }
+
+/// A command agent running a fixture script, with `OUTPOST_FIXTURE_DIR` pointing at `dir`
+/// (where fixtures leave their traces), and resume arguments `--resume {session}`.
+pub fn fixture_agent(
+    name: &str,
+    script: &str,
+    dir: Option<&Path>,
+    max_concurrent: usize,
+) -> AgentConfig {
+    let env = dir
+        .map(|d| ("OUTPOST_FIXTURE_DIR".to_string(), d.display().to_string()))
+        .into_iter()
+        .collect();
+    AgentConfig {
+        engine: EngineConfig::Command {
+            program: fixture(script),
+            args: vec!["-p".into()],
+            workdir: None,
+            env,
+            resume_args: vec!["--resume".into(), "{session}".into()],
+        },
+        ..echo_agent(name, 0, max_concurrent)
+    }
+}
