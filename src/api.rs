@@ -4,9 +4,11 @@
 mod agents;
 mod chat;
 mod executions;
+mod links;
 #[cfg(test)]
 mod openapi_check;
 mod ops;
+mod public;
 mod query;
 mod sessions;
 mod tasks;
@@ -154,6 +156,35 @@ async fn dispatch(
             "/api/agents/{name}/executions/{id}/terminate",
             executions::terminate_execution(app, &request, name, id).await,
         ),
+        (&M::POST, ["api", "agents", name, "public-links"]) => (
+            "/api/agents/{name}/public-links",
+            links::create_link(app, request, name).await,
+        ),
+        (&M::GET, ["api", "agents", name, "public-links"]) => (
+            "/api/agents/{name}/public-links",
+            links::list_links(app, &request, name).await,
+        ),
+        (&M::PATCH, ["api", "agents", name, "public-links", id]) => (
+            "/api/agents/{name}/public-links/{link_id}",
+            links::patch_link(app, request, name, id).await,
+        ),
+        (&M::DELETE, ["api", "agents", name, "public-links", id]) => (
+            "/api/agents/{name}/public-links/{link_id}",
+            links::delete_link(app, &request, name, id).await,
+        ),
+        (&M::GET, ["api", "public", "link", token]) => (
+            "/api/public/link/{token}",
+            public::get_link(app, &request, peer, token).await,
+        ),
+        (&M::POST, ["api", "public", "chat", token]) => (
+            "/api/public/chat/{token}",
+            public::chat(app, request, peer, token).await,
+        ),
+        (&M::GET, ["api", "public", "history", token]) => (
+            "/api/public/history/{token}",
+            public::history(app, &request, peer, token).await,
+        ),
+        (&M::GET, ["p", _token]) => ("/p/{token}", public::page()),
         _ => ("unmatched", Err(unmatched(&method, &segments))),
     }
 }
@@ -168,6 +199,7 @@ fn unmatched(method: &Method, segments: &[&str]) -> ApiError {
         "docs",
         "token",
         "api",
+        "p",
     ];
     let path_known = segments.first().is_some_and(|s| known.contains(s)) && segments.len() <= 7;
     if path_known && !matches!(segments, ["api"] | ["api", ""]) && is_route_path(segments) {
@@ -214,6 +246,12 @@ fn is_route_path(segments: &[&str]) -> bool {
             | ["api", "agents", _, "executions", _]
             | ["api", "agents", _, "executions", _, "stream"]
             | ["api", "agents", _, "executions", _, "terminate"]
+            | ["api", "agents", _, "public-links"]
+            | ["api", "agents", _, "public-links", _]
+            | ["api", "public", "link", _]
+            | ["api", "public", "chat", _]
+            | ["api", "public", "history", _]
+            | ["p", _]
     )
 }
 

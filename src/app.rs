@@ -8,6 +8,7 @@ use crate::clock::Timestamp;
 use crate::config::Config;
 use crate::executions::Executions;
 use crate::executions::StopReason;
+use crate::links::Links;
 use crate::metrics::Metrics;
 use crate::records::AgentRecord;
 use crate::records::Removed;
@@ -33,6 +34,7 @@ struct Inner {
     executions: Executions,
     chat: Chat,
     pool: Pool,
+    links: Links,
     started_at: Timestamp,
 }
 
@@ -57,9 +59,16 @@ impl App {
             config.workers,
             config.queue_capacity,
         );
+        let links = Links::new(
+            store.clone(),
+            chat.clone(),
+            agents.clone(),
+            config.public.clone(),
+        );
         App {
             inner: Arc::new(Inner {
                 agents,
+                links,
                 users: Users::new(store.clone()),
                 chat,
                 pool,
@@ -99,6 +108,9 @@ impl App {
     }
     pub fn pool(&self) -> &Pool {
         &self.inner.pool
+    }
+    pub fn links(&self) -> &Links {
+        &self.inner.links
     }
     /// Deletes an API agent: no new work reaches it, its queued tasks are dropped, its
     /// running work is stopped and waited for, then it and everything stored for it goes in

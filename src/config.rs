@@ -46,7 +46,27 @@ pub struct RawConfig {
     pub log: RawLog,
     pub pool: RawPool,
     pub defaults: RawDefaults,
+    pub public: RawPublic,
     pub agents: Option<BTreeMap<String, RawAgent>>,
+}
+
+/// `[public]`: limits of the visitor routes of public links.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawPublic {
+    pub requests_per_minute_per_ip: u32,
+    pub default_link_rate_limit_per_minute: u32,
+    pub trusted_proxies: Vec<String>,
+}
+
+impl Default for RawPublic {
+    fn default() -> Self {
+        RawPublic {
+            requests_per_minute_per_ip: 30,
+            default_link_rate_limit_per_minute: 60,
+            trusted_proxies: Vec::new(),
+        }
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -286,6 +306,17 @@ pub struct AgentConfig {
     pub voice: bool,
 }
 
+/// Limits of the visitor routes of public links (`[public]`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct PublicConfig {
+    /// Requests per minute from one client address to `/api/public/…`; more get 429.
+    pub requests_per_minute_per_ip: u32,
+    /// Messages per minute through a link created without its own `rate_limit_per_minute`.
+    pub default_link_rate_limit_per_minute: u32,
+    /// Peers whose `X-Forwarded-For` names the client; anyone else's is ignored.
+    pub trusted_proxies: Vec<std::net::IpAddr>,
+}
+
 /// A secret value whose `Debug` does not show it.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Secret(pub String);
@@ -323,6 +354,8 @@ pub struct Config {
     pub log_level: String,
     pub log_format: LogFormat,
     pub agents: Vec<AgentConfig>,
+    /// Public links: visitor rate limits and trusted proxies.
+    pub public: PublicConfig,
     /// `OUTPOST_ADMIN_PASSWORD`: the admin password used at first start instead of a random one.
     pub admin_password: Option<Secret>,
 }
@@ -496,9 +529,43 @@ impl Config {
             log_level: raw.log.level,
             log_format,
             agents,
+            public: public_from_raw(raw.public)?,
             admin_password: None,
         })
     }
+}
+
+fn public_from_raw(raw: RawPublic) -> Result<PublicConfig, Error> {
+    let positive = |key: &str, value: u32| {
+        if value == 0 {
+            Err(invalid(key, "must be greater than 0"))
+        } else {
+            Ok(value)
+        }
+    };
+    let trusted_proxies = raw
+        .trusted_proxies
+        .iter()
+        .map(|text| {
+            text.trim().parse::<std::net::IpAddr>().map_err(|_| {
+                invalid(
+                    "public.trusted_proxies",
+                    format!("{text:?} is not an IP address"),
+                )
+            })
+        })
+        .collect::<Result<_, _>>()?;
+    Ok(PublicConfig {
+        requests_per_minute_per_ip: positive(
+            "public.requests_per_minute_per_ip",
+            raw.requests_per_minute_per_ip,
+        )?,
+        default_link_rate_limit_per_minute: positive(
+            "public.default_link_rate_limit_per_minute",
+            raw.default_link_rate_limit_per_minute,
+        )?,
+        trusted_proxies,
+    })
 }
 
 fn default_agent() -> AgentConfig {
@@ -654,6 +721,18 @@ mod tests {
         check(
             "[agents.a]\nmax_concurrent = 0",
             Err("agents.a.max_concurrent"),
+        );
+        check(
+            "[public]\ntrusted_proxies = [\"127.0.0.1\", \"::1\"]",
+            Ok(()),
+        );
+        check(
+            "[public]\ntrusted_proxies = [\"127.0.0.0/8\"]",
+            Err("public.trusted_proxies"),
+        );
+        check(
+            "[public]\nrequests_per_minute_per_ip = 0",
+            Err("public.requests_per_minute_per_ip"),
         );
     }
 

@@ -1,7 +1,7 @@
 //! The one place errors become HTTP: every area's error maps to a status, a stable code and a
 //! safe message (`{"error", "message", …}`); causes go to the log, never to the client.
 
-use crate::{agents, auth, chat, executions, store, tasks, users};
+use crate::{agents, auth, chat, executions, links, store, tasks, users};
 use hyper::StatusCode;
 use serde_json::{json, Map, Value};
 
@@ -180,6 +180,31 @@ impl From<executions::Error> for ApiError {
         match err {
             executions::Error::NotFound => ApiError::not_found("execution"),
             executions::Error::Store(cause) => cause.into(),
+        }
+    }
+}
+
+impl From<links::Error> for ApiError {
+    fn from(err: links::Error) -> ApiError {
+        use links::Error::*;
+        match err {
+            // One answer for unknown, disabled, expired and deleted tokens: no oracle.
+            NotFound => ApiError::not_found("link"),
+            SessionNotFound => ApiError::not_found("session"),
+            RateLimited { retry_after } => {
+                ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", &err)
+                    .retry_after(retry_after)
+            }
+            SessionLimit { .. } => {
+                ApiError::new(StatusCode::TOO_MANY_REQUESTS, "session_limit", &err)
+            }
+            Unavailable => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "agent_stopped", &err)
+                .retry_after(60),
+            Invalid(_) => ApiError::invalid(&err),
+            BadCursor => ApiError::bad_request(&err),
+            Agent(cause) => cause.into(),
+            Chat(cause) => cause.into(),
+            Store(cause) => cause.into(),
         }
     }
 }

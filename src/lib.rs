@@ -16,6 +16,7 @@ pub mod error;
 pub mod executions;
 pub mod http;
 pub mod ids;
+pub mod links;
 pub mod metrics;
 pub mod records;
 pub mod shutdown;
@@ -38,6 +39,7 @@ pub struct Daemon {
     tls: bool,
     trigger: Trigger,
     task: JoinHandle<()>,
+    link_clock: links::Clock,
 }
 
 impl Daemon {
@@ -49,6 +51,11 @@ impl Daemon {
     /// True when it serves HTTPS.
     pub fn tls(&self) -> bool {
         self.tls
+    }
+
+    /// The clock public links judge expiry by; tests move it forward.
+    pub fn link_clock(&self) -> links::Clock {
+        self.link_clock.clone()
     }
 
     /// A signal that fires when the daemon is asked to stop.
@@ -136,6 +143,7 @@ pub async fn start(config: Config) -> anyhow::Result<Daemon> {
     for addr in &addrs {
         tracing::info!("listening on {scheme}://{addr}");
     }
+    let link_clock = app.links().clock();
     let (trigger, shutdown) = Shutdown::new();
     let scheduler = app.pool().spawn_scheduler(shutdown.clone());
     let task = tokio::spawn(serve_then_close(
@@ -146,6 +154,7 @@ pub async fn start(config: Config) -> anyhow::Result<Daemon> {
         tls,
         trigger,
         task,
+        link_clock,
     })
 }
 

@@ -270,4 +270,39 @@ pub struct Removed {
     pub events: u64,
     pub idempotency_keys: u64,
     pub queued_tasks: u64,
+    pub public_links: u64,
+}
+
+/// A public link of an agent. The token itself is never stored: only its SHA-256 (hex).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct LinkRecord {
+    pub id: String,
+    pub agent: String,
+    pub name: String,
+    pub token_sha256: String,
+    pub created_by: String,
+    pub created_at: Timestamp,
+    /// None: the link never expires.
+    pub expires_at: Option<Timestamp>,
+    pub enabled: bool,
+    /// None: a visitor session takes any number of messages.
+    pub max_messages_per_session: Option<u32>,
+    /// Messages per minute through this link, over all its visitors.
+    pub rate_limit_per_minute: u32,
+    /// Visitor sessions minted for this link.
+    pub visitors: u64,
+    /// Visitor messages accepted through this link.
+    pub messages: u64,
+    pub last_used_at: Option<Timestamp>,
+}
+
+/// The binding of a visitor's chat session to the link that minted it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct VisitorSession {
+    pub session_id: String,
+    pub link_id: String,
+    pub agent: String,
+    /// Messages the visitor sent in this session (counted against `max_messages_per_session`).
+    pub messages: u32,
+    pub created_at: Timestamp,
 }

@@ -7,6 +7,7 @@
 mod agents;
 mod executions;
 mod keys;
+mod links;
 mod queue;
 mod sessions;
 mod tables;
@@ -300,6 +301,10 @@ fn migrate(db: &Database, path: &Path) -> Result<(), Error> {
         txn.open_table(ENGINE_STATE)?;
         txn.open_table(TASK_QUEUE)?;
         txn.open_table(AGENTS)?;
+        txn.open_table(PUBLIC_LINKS)?;
+        txn.open_table(PUBLIC_LINK_HASHES)?;
+        txn.open_table(PUBLIC_LINKS_BY_AGENT)?;
+        txn.open_table(VISITOR_SESSIONS)?;
     }
     txn.commit()?;
     Ok(())

@@ -6,6 +6,8 @@ cd "$(dirname "$0")/.."
 need=()
 command -v cc >/dev/null || need+=(build-essential)
 command -v curl >/dev/null || need+=(curl)
+# The public chat page is tested in a real headless browser.
+[ -x /usr/bin/chromium ] || need+=(chromium)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     apt-get update && apt-get install -y "${need[@]}"

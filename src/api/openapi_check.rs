@@ -1,5 +1,5 @@
 //! Keeps `openapi.json` and the docs page honest about the router: every documented path is
-//! one the router knows, every route is documented, and the page loads nothing from elsewhere.
+//! one the router knows, every route is documented, and the pages load nothing from elsewhere.
 
 #[cfg(test)]
 mod tests {
@@ -46,6 +46,14 @@ mod tests {
         ("GET", "/api/agents/{name}/executions/{id}"),
         ("GET", "/api/agents/{name}/executions/{id}/stream"),
         ("POST", "/api/agents/{name}/executions/{id}/terminate"),
+        ("POST", "/api/agents/{name}/public-links"),
+        ("GET", "/api/agents/{name}/public-links"),
+        ("PATCH", "/api/agents/{name}/public-links/{link_id}"),
+        ("DELETE", "/api/agents/{name}/public-links/{link_id}"),
+        ("GET", "/api/public/link/{token}"),
+        ("POST", "/api/public/chat/{token}"),
+        ("GET", "/api/public/history/{token}"),
+        ("GET", "/p/{token}"),
     ];
 
     const METHODS: [&str; 8] = [
@@ -142,7 +150,12 @@ mod tests {
             let public = op
                 .get("security")
                 .is_some_and(|s| s == &Value::Array(vec![]));
-            if template.starts_with("/api/") && template != "/api/token" {
+            // Visitors of public links have no account: their routes take no token.
+            let visitor = template.starts_with("/api/public/");
+            if visitor {
+                assert!(public, "{method} {template} is for visitors: security []");
+            }
+            if template.starts_with("/api/") && template != "/api/token" && !visitor {
                 assert!(!public, "{method} {template} must need a bearer token");
                 assert!(
                     responses.contains_key("401"),
@@ -175,6 +188,16 @@ mod tests {
         let mut bad = Vec::new();
         walk(&doc, &doc, &mut bad);
         assert!(bad.is_empty(), "unresolved $ref: {bad:?}");
+    }
+
+    #[test]
+    fn the_public_chat_page_is_self_contained() {
+        let page = include_str!("public_page.html");
+        assert!(page.contains("/api/public/chat/"));
+        assert!(
+            !page.contains("://") && !page.contains("@import") && !page.contains("src="),
+            "the public chat page must not load anything from another origin"
+        );
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! Agents kept in the store, and deleting an agent with everything stored for it.
+//! Agents kept in the store, and deleting an agent with everything stored for it (its
+//! public links too).
 
 use super::keys;
 use super::tables::{
@@ -40,6 +41,7 @@ impl Tx<'_> {
             }
             ids
         };
+        removed.public_links = self.delete_links_of(name, &session_ids)?;
         {
             let mut sessions = self.txn.open_table(SESSIONS)?;
             let mut messages = self.txn.open_table(MESSAGES)?;

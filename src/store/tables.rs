@@ -45,3 +45,13 @@ pub const ENGINE_STATE: TableDefinition<&str, &str> = TableDefinition::new("engi
 pub const TASK_QUEUE: TableDefinition<u64, &str> = TableDefinition::new("task_queue");
 /// agent name → AgentRecord
 pub const AGENTS: TableDefinition<&str, &[u8]> = TableDefinition::new("agents");
+/// link id → LinkRecord
+pub const PUBLIC_LINKS: TableDefinition<&str, &[u8]> = TableDefinition::new("public_links");
+/// SHA-256 (hex) of a link token → link id; the token itself is never stored
+pub const PUBLIC_LINK_HASHES: TableDefinition<&str, &str> =
+    TableDefinition::new("public_link_hashes");
+/// agent 0 link id → ()
+pub const PUBLIC_LINKS_BY_AGENT: TableDefinition<&[u8], ()> =
+    TableDefinition::new("public_links_by_agent");
+/// session id → VisitorSession (the link that minted a visitor's session)
+pub const VISITOR_SESSIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("visitor_sessions");

@@ -125,6 +125,11 @@ impl TestServer {
         }
     }
 
+    /// The clock public links judge expiry by; moving it forward expires links.
+    pub fn link_clock(&self) -> outpost::links::Clock {
+        self.daemon.as_ref().expect("the daemon runs").link_clock()
+    }
+
     pub fn data_dir(&self) -> PathBuf {
         self.dir.path().to_path_buf()
     }
