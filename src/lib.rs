@@ -17,6 +17,7 @@ pub mod executions;
 pub mod http;
 pub mod ids;
 pub mod metrics;
+pub mod paid;
 pub mod records;
 pub mod shutdown;
 pub mod store;
