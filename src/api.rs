@@ -7,6 +7,7 @@ mod executions;
 #[cfg(test)]
 mod openapi_check;
 mod ops;
+mod paid;
 mod query;
 mod sessions;
 mod tasks;
@@ -154,6 +155,20 @@ async fn dispatch(
             "/api/agents/{name}/executions/{id}/terminate",
             executions::terminate_execution(app, &request, name, id).await,
         ),
+        (&M::GET, ["api", "paid", name, "info"]) => (
+            "/api/paid/{agent}/info",
+            paid::paid_info(app, &request, name),
+        ),
+        (&M::POST, ["api", "paid", name, "chat"]) => (
+            "/api/paid/{agent}/chat",
+            paid::paid_chat(app, request, name).await,
+        ),
+        (&M::OPTIONS, ["api", "paid", _, "info"]) => {
+            ("/api/paid/{agent}/info", paid::paid_preflight())
+        }
+        (&M::OPTIONS, ["api", "paid", _, "chat"]) => {
+            ("/api/paid/{agent}/chat", paid::paid_preflight())
+        }
         _ => ("unmatched", Err(unmatched(&method, &segments))),
     }
 }
@@ -214,6 +229,8 @@ fn is_route_path(segments: &[&str]) -> bool {
             | ["api", "agents", _, "executions", _]
             | ["api", "agents", _, "executions", _, "stream"]
             | ["api", "agents", _, "executions", _, "terminate"]
+            | ["api", "paid", _, "info"]
+            | ["api", "paid", _, "chat"]
     )
 }
 

@@ -9,6 +9,7 @@ use crate::config::Config;
 use crate::executions::Executions;
 use crate::executions::StopReason;
 use crate::metrics::Metrics;
+use crate::paid::Paywall;
 use crate::records::AgentRecord;
 use crate::records::Removed;
 use crate::store::Store;
@@ -33,6 +34,7 @@ struct Inner {
     executions: Executions,
     chat: Chat,
     pool: Pool,
+    paywall: Paywall,
     started_at: Timestamp,
 }
 
@@ -57,8 +59,15 @@ impl App {
             config.workers,
             config.queue_capacity,
         );
+        let paywall = Paywall::new(
+            store.clone(),
+            chat.clone(),
+            agents.clone(),
+            crate::paid::system_clock(),
+        );
         App {
             inner: Arc::new(Inner {
+                paywall,
                 agents,
                 users: Users::new(store.clone()),
                 chat,
@@ -99,6 +108,9 @@ impl App {
     }
     pub fn pool(&self) -> &Pool {
         &self.inner.pool
+    }
+    pub fn paywall(&self) -> &Paywall {
+        &self.inner.paywall
     }
     /// Deletes an API agent: no new work reaches it, its queued tasks are dropped, its
     /// running work is stopped and waited for, then it and everything stored for it goes in

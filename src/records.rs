@@ -270,4 +270,6 @@ pub struct Removed {
     pub events: u64,
     pub idempotency_keys: u64,
     pub queued_tasks: u64,
+    /// Payment records: nonce claims and settlements owed.
+    pub payments: u64,
 }

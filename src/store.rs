@@ -7,12 +7,14 @@
 mod agents;
 mod executions;
 mod keys;
+mod payments;
 mod queue;
 mod sessions;
 mod tables;
 mod users;
 
 pub use executions::{EventRecord, ExecutionFilter, IdempotencyRecord};
+pub use payments::{NonceClaim, PendingSettlement};
 pub use sessions::HistoryScope;
 
 use redb::{Database, ReadTransaction, ReadableDatabase, ReadableTable, WriteTransaction};
@@ -290,6 +292,9 @@ fn migrate(db: &Database, path: &Path) -> Result<(), Error> {
         txn.open_table(ENGINE_STATE)?;
         txn.open_table(TASK_QUEUE)?;
         txn.open_table(AGENTS)?;
+        txn.open_table(PAYMENT_NONCES)?;
+        txn.open_table(PAYMENT_NONCE_EXPIRY)?;
+        txn.open_table(PENDING_SETTLEMENTS)?;
     }
     txn.commit()?;
     Ok(())

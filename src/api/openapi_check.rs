@@ -46,6 +46,10 @@ mod tests {
         ("GET", "/api/agents/{name}/executions/{id}"),
         ("GET", "/api/agents/{name}/executions/{id}/stream"),
         ("POST", "/api/agents/{name}/executions/{id}/terminate"),
+        ("GET", "/api/paid/{agent}/info"),
+        ("POST", "/api/paid/{agent}/chat"),
+        ("OPTIONS", "/api/paid/{agent}/info"),
+        ("OPTIONS", "/api/paid/{agent}/chat"),
     ];
 
     const METHODS: [&str; 8] = [
@@ -142,7 +146,9 @@ mod tests {
             let public = op
                 .get("security")
                 .is_some_and(|s| s == &Value::Array(vec![]));
-            if template.starts_with("/api/") && template != "/api/token" {
+            // The paid routes take a payment instead of a token.
+            let paid = template.starts_with("/api/paid/");
+            if template.starts_with("/api/") && template != "/api/token" && !paid {
                 assert!(!public, "{method} {template} must need a bearer token");
                 assert!(
                     responses.contains_key("401"),

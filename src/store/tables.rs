@@ -45,3 +45,11 @@ pub const ENGINE_STATE: TableDefinition<&str, &str> = TableDefinition::new("engi
 pub const TASK_QUEUE: TableDefinition<u64, &str> = TableDefinition::new("task_queue");
 /// agent name → AgentRecord
 pub const AGENTS: TableDefinition<&str, &[u8]> = TableDefinition::new("agents");
+/// chain id ‖ asset ‖ payer ‖ nonce → NonceClaim of an x402 payment
+pub const PAYMENT_NONCES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("payment_nonces");
+/// expiry (unix seconds) ‖ nonce key → (), to drop claims once they expire
+pub const PAYMENT_NONCE_EXPIRY: TableDefinition<&[u8], ()> =
+    TableDefinition::new("payment_nonce_expiry");
+/// execution id → PendingSettlement while a paid turn's payment is not final
+pub const PENDING_SETTLEMENTS: TableDefinition<&str, &[u8]> =
+    TableDefinition::new("pending_settlements");

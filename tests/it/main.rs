@@ -6,6 +6,7 @@ mod cli;
 mod engines;
 mod http;
 mod identity;
+mod paid;
 mod restart;
 mod sessions;
 mod support;
