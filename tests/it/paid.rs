@@ -356,3 +356,45 @@ async fn a_stopped_agent_refuses_paid_turns_without_charging() {
     reply.assert_error(503, "agent_stopped");
     assert!(stub.settles().is_empty());
 }
+
+/// Black box: the PyPI `x402` client pays a running Outpost and gets the reply and a receipt.
+/// `tests/run.sh` installs the pinned client into a venv and names its python in
+/// `OUTPOST_X402_PYTHON`; a plain `cargo test` without it has nothing to run here.
+#[tokio::test]
+async fn the_python_x402_client_pays_and_gets_the_reply() {
+    let Ok(python) = std::env::var("OUTPOST_X402_PYTHON") else {
+        return;
+    };
+    let stub = Stub::start(Mode::Accept).await;
+    let server = paid_server(&stub).await;
+    let url = format!("http://{}/api/paid/helper/chat", server.addr);
+    let output = tokio::process::Command::new(python)
+        .arg(format!(
+            "{}/tests/data/x402/pay.py",
+            env!("CARGO_MANIFEST_DIR")
+        ))
+        .args([&url, "hello from python"])
+        .output()
+        .await
+        .expect("python runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let result: Value = serde_json::from_str(stdout.trim()).expect("one JSON line");
+    assert_eq!(result["status"], 200, "{result}");
+    assert_eq!(result["body"]["response"], "hello from python");
+    assert_eq!(result["receipt"]["success"], true);
+    assert_eq!(
+        result["receipt"]["payer"],
+        "0x19E7E376E7C213B7E7e7e46cc70A5dD086DAff2A"
+    );
+    let settles = stub.settles();
+    assert_eq!(settles.len(), 1);
+    assert_eq!(
+        settles[0]["paymentRequirements"],
+        requirement(&server, "helper").await
+    );
+}
