@@ -12,6 +12,8 @@ mod client;
 mod daemon;
 #[path = "bench/load.rs"]
 mod load;
+#[path = "bench/paid.rs"]
+mod paid;
 #[path = "bench/report.rs"]
 mod report;
 #[path = "bench/setup.rs"]
@@ -102,6 +104,8 @@ struct Results {
     sessions_bytes: usize,
     history_bytes: usize,
     store_bytes: u64,
+    /// x402 payment headers verified per second on one core.
+    verifications: f64,
 }
 
 async fn run() -> anyhow::Result<String> {
@@ -168,6 +172,10 @@ async fn measure(
         chat_throughput(daemon, &plan, &admin, usernames).await?;
     let sequential = sequential_turns(daemon, &admin).await?;
 
+    progress_at(daemon, "(f) x402 verification, one core");
+    let verifications =
+        tokio::task::spawn_blocking(move || paid::verifications_per_second(duration)).await??;
+
     progress_at(daemon, "done");
     Ok(Results {
         ceiling: ceiling_stats,
@@ -181,6 +189,7 @@ async fn measure(
         sessions_bytes,
         history_bytes,
         store_bytes: daemon.store_bytes(),
+        verifications,
     })
 }
 
@@ -306,8 +315,18 @@ fn render(results: &Results, seconds: u64, pid: u32) -> String {
     let mut rss_load = Row::named("RSS under load (max during chat turns)");
     rss_load.rate = megabytes(results.rss_load_kib);
 
+    let mut verifications = Row::named("x402 payment verified locally (one core)");
+    verifications.rate = per_second(results.verifications, "verifications/s");
+
     let rows = [
-        ceiling, sessions, history, chat, sequential, rss_idle, rss_load,
+        ceiling,
+        sessions,
+        history,
+        chat,
+        sequential,
+        rss_idle,
+        rss_load,
+        verifications,
     ];
     let mut out = report::table(&rows);
     out.push('\n');
