@@ -12,6 +12,8 @@ mod client;
 mod daemon;
 #[path = "bench/load.rs"]
 mod load;
+#[path = "bench/paid.rs"]
+mod paid;
 #[path = "bench/report.rs"]
 mod report;
 #[path = "bench/setup.rs"]
@@ -105,6 +107,8 @@ struct Results {
     history_bytes: usize,
     store_bytes: u64,
     tasks: tasks::TaskResults,
+    /// x402 payment headers verified per second on one core.
+    verifications: f64,
 }
 
 async fn run() -> anyhow::Result<String> {
@@ -172,6 +176,10 @@ async fn measure(
     let sequential = sequential_turns(daemon, &admin).await?;
     let tasks = tasks::measure(daemon, &admin, duration).await?;
 
+    progress_at(daemon, "(f) x402 verification, one core");
+    let verifications =
+        tokio::task::spawn_blocking(move || paid::verifications_per_second(duration)).await??;
+
     progress_at(daemon, "done");
     Ok(Results {
         ceiling: ceiling_stats,
@@ -186,6 +194,7 @@ async fn measure(
         history_bytes,
         store_bytes: daemon.store_bytes(),
         tasks,
+        verifications,
     })
 }
 
@@ -335,6 +344,9 @@ fn render(results: &Results, seconds: u64, pid: u32) -> String {
     queued.rate = format!("{} (+{per_task} B/task)", megabytes(t.rss_queued_kib));
     queued.target = "≤ 2 KB per queued task".into();
     queued.met = Some(per_task <= 2048);
+    let mut verifications = Row::named("x402 payment verified locally (one core)");
+    verifications.rate = per_second(results.verifications, "verifications/s");
+
     let rows = [
         ceiling,
         sessions,
@@ -347,6 +359,7 @@ fn render(results: &Results, seconds: u64, pid: u32) -> String {
         completed,
         queue_start,
         queued,
+        verifications,
     ];
     let mut out = report::table(&rows);
     out.push('\n');

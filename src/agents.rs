@@ -155,6 +155,9 @@ impl Agent {
         if self.config.voice {
             capabilities.push("voice");
         }
+        if self.config.paid.is_some() {
+            capabilities.push("paid");
+        }
         let mut value = serde_json::json!({
             "name": self.config.name,
             "display_name": self.config.display_name,
@@ -211,6 +214,7 @@ fn config_of(record: &AgentRecord) -> AgentConfig {
         timeout: Duration::from_secs(record.timeout_seconds),
         queue_capacity: record.queue_capacity,
         voice: record.voice,
+        paid: None,
     }
 }
 

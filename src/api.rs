@@ -8,6 +8,7 @@ mod links;
 #[cfg(test)]
 mod openapi_check;
 mod ops;
+mod paid;
 mod public;
 mod query;
 mod sessions;
@@ -185,6 +186,20 @@ async fn dispatch(
             public::history(app, &request, peer, token).await,
         ),
         (&M::GET, ["p", _token]) => ("/p/{token}", public::page()),
+        (&M::GET, ["api", "paid", name, "info"]) => (
+            "/api/paid/{agent}/info",
+            paid::paid_info(app, &request, name),
+        ),
+        (&M::POST, ["api", "paid", name, "chat"]) => (
+            "/api/paid/{agent}/chat",
+            paid::paid_chat(app, request, name).await,
+        ),
+        (&M::OPTIONS, ["api", "paid", _, "info"]) => {
+            ("/api/paid/{agent}/info", paid::paid_preflight())
+        }
+        (&M::OPTIONS, ["api", "paid", _, "chat"]) => {
+            ("/api/paid/{agent}/chat", paid::paid_preflight())
+        }
         _ => ("unmatched", Err(unmatched(&method, &segments))),
     }
 }
@@ -252,6 +267,8 @@ fn is_route_path(segments: &[&str]) -> bool {
             | ["api", "public", "chat", _]
             | ["api", "public", "history", _]
             | ["p", _]
+            | ["api", "paid", _, "info"]
+            | ["api", "paid", _, "chat"]
     )
 }
 

@@ -10,6 +10,7 @@ use crate::executions::Executions;
 use crate::executions::StopReason;
 use crate::links::Links;
 use crate::metrics::Metrics;
+use crate::paid::Paywall;
 use crate::records::AgentRecord;
 use crate::records::Removed;
 use crate::store::Store;
@@ -35,6 +36,7 @@ struct Inner {
     chat: Chat,
     pool: Pool,
     links: Links,
+    paywall: Paywall,
     started_at: Timestamp,
 }
 
@@ -65,8 +67,15 @@ impl App {
             agents.clone(),
             config.public.clone(),
         );
+        let paywall = Paywall::new(
+            store.clone(),
+            chat.clone(),
+            agents.clone(),
+            crate::paid::system_clock(),
+        );
         App {
             inner: Arc::new(Inner {
+                paywall,
                 agents,
                 links,
                 users: Users::new(store.clone()),
@@ -111,6 +120,9 @@ impl App {
     }
     pub fn links(&self) -> &Links {
         &self.inner.links
+    }
+    pub fn paywall(&self) -> &Paywall {
+        &self.inner.paywall
     }
     /// Deletes an API agent: no new work reaches it, its queued tasks are dropped, its
     /// running work is stopped and waited for, then it and everything stored for it goes in

@@ -60,6 +60,10 @@ pub struct TurnRequest {
     pub source: &'static str,
 }
 
+/// Writes that ride in a turn's creation commit, after its execution is stored (a paid turn
+/// stores the settlement it owes). It runs after every check, so it must not refuse.
+pub type AdmitHook = Box<dyn FnOnce(&Tx<'_>, &Execution) -> Result<(), store::Error> + Send>;
+
 /// A turn that was accepted, or the earlier one an idempotency key points at.
 pub enum Started {
     Live {
@@ -107,6 +111,17 @@ impl Chat {
 
     /// Accepts a turn and starts it, or replays the one its idempotency key names.
     pub async fn start_turn(&self, request: TurnRequest) -> Result<Started, Error> {
+        self.start_turn_with(request, None, None).await
+    }
+
+    /// [`Chat::start_turn`] for a turn whose execution carries a `payment` from its creation,
+    /// with `on_admit` run inside the creation commit.
+    pub async fn start_turn_with(
+        &self,
+        request: TurnRequest,
+        payment: Option<serde_json::Value>,
+        on_admit: Option<AdmitHook>,
+    ) -> Result<Started, Error> {
         if request.message.trim().is_empty() {
             return Err(Error::EmptyMessage);
         }
@@ -122,7 +137,9 @@ impl Chat {
         let admitted = {
             let busy = self.busy.clone();
             let marked = marked.clone();
-            let plan = Plan::from(&request, execution_id.clone());
+            let mut plan = Plan::from(&request, execution_id.clone());
+            plan.payment = payment;
+            plan.on_admit = on_admit;
             self.store
                 .write_deferred(move |tx| plan.admit(tx, &busy, &marked))
                 .await
@@ -274,6 +291,8 @@ struct Plan {
     kind: ExecutionKind,
     source: &'static str,
     execution_id: String,
+    payment: Option<serde_json::Value>,
+    on_admit: Option<AdmitHook>,
 }
 
 impl Plan {
@@ -290,6 +309,8 @@ impl Plan {
             kind: request.kind,
             source: request.source,
             execution_id,
+            payment: None,
+            on_admit: None,
         }
     }
 
@@ -359,10 +380,13 @@ impl Plan {
             model: self.model.clone(),
             num_turns: 0,
             events_count: 0,
-            payment: None,
+            payment: self.payment.clone(),
             timeout_seconds: None,
         };
         tx.put_execution(&execution)?;
+        if let Some(hook) = self.on_admit {
+            hook(tx, &execution)?;
+        }
         let message = Message {
             id: crate::ids::new_id_at(now),
             session_id: session.id.clone(),

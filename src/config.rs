@@ -5,6 +5,10 @@
 //! Layers, later wins: built-in defaults, the file (`--config`, `OUTPOST_CONFIG`, else
 //! `/etc/outpost/outpost.toml` when it exists), `OUTPOST_LISTEN` / `OUTPOST_DATA_DIR`, CLI flags.
 
+mod paid;
+
+pub use paid::{builtin_networks, Network, PaidConfig};
+
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -48,6 +52,8 @@ pub struct RawConfig {
     pub defaults: RawDefaults,
     pub public: RawPublic,
     pub agents: Option<BTreeMap<String, RawAgent>>,
+    /// `[paid]`: the x402 network table.
+    pub paid: paid::RawPaidSection,
 }
 
 /// `[public]`: limits of the visitor routes of public links.
@@ -205,6 +211,9 @@ pub struct RawAgent {
     pub queue_capacity: usize,
     #[serde(default)]
     pub voice: bool,
+    /// `[agents.NAME.paid]`: pay-per-turn over x402.
+    #[serde(default)]
+    pub paid: Option<paid::RawPaid>,
 }
 
 fn default_owner() -> String {
@@ -304,6 +313,8 @@ pub struct AgentConfig {
     pub queue_capacity: usize,
     /// Whether voice conversations may use this agent.
     pub voice: bool,
+    /// Pay-per-turn over x402 (`/api/paid/NAME/…`); only agents of the file have one.
+    pub paid: Option<PaidConfig>,
 }
 
 /// Limits of the visitor routes of public links (`[public]`).
@@ -495,11 +506,12 @@ impl Config {
                 ))
             }
         };
+        let networks = paid::networks(raw.paid)?;
         let agents = match raw.agents {
             None => vec![default_agent()],
             Some(agents) => agents
                 .into_iter()
-                .map(|(name, agent)| agent_from_raw(name, agent))
+                .map(|(name, agent)| agent_from_raw(name, agent, &networks))
                 .collect::<Result<_, _>>()?,
         };
         Ok(Config {
@@ -580,10 +592,15 @@ fn default_agent() -> AgentConfig {
         timeout: Duration::from_secs(600),
         queue_capacity: default_agent_queue(),
         voice: false,
+        paid: None,
     }
 }
 
-fn agent_from_raw(name: String, raw: RawAgent) -> Result<AgentConfig, Error> {
+fn agent_from_raw(
+    name: String,
+    raw: RawAgent,
+    networks: &BTreeMap<String, Network>,
+) -> Result<AgentConfig, Error> {
     let key = |field: &str| format!("agents.{name}.{field}");
     if !valid_agent_name(&name) {
         return Err(invalid(
@@ -612,6 +629,10 @@ fn agent_from_raw(name: String, raw: RawAgent) -> Result<AgentConfig, Error> {
         }
         _ => {}
     }
+    let paid = raw
+        .paid
+        .map(|p| paid::resolve(&name, p, networks))
+        .transpose()?;
     Ok(AgentConfig {
         display_name: raw.display_name.unwrap_or_else(|| name.clone()),
         description: raw.description,
@@ -622,6 +643,7 @@ fn agent_from_raw(name: String, raw: RawAgent) -> Result<AgentConfig, Error> {
         timeout,
         queue_capacity: raw.queue_capacity,
         voice: raw.voice,
+        paid,
         name,
     })
 }

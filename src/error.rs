@@ -1,7 +1,7 @@
 //! The one place errors become HTTP: every area's error maps to a status, a stable code and a
 //! safe message (`{"error", "message", …}`); causes go to the log, never to the client.
 
-use crate::{agents, auth, chat, executions, links, store, tasks, users};
+use crate::{agents, auth, chat, executions, links, paid, store, tasks, users};
 use hyper::StatusCode;
 use serde_json::{json, Map, Value};
 
@@ -202,6 +202,50 @@ impl From<links::Error> for ApiError {
                 .retry_after(60),
             Invalid(_) => ApiError::invalid(&err),
             BadCursor => ApiError::bad_request(&err),
+            Agent(cause) => cause.into(),
+            Chat(cause) => cause.into(),
+            Store(cause) => cause.into(),
+        }
+    }
+}
+
+impl From<paid::Error> for ApiError {
+    fn from(err: paid::Error) -> ApiError {
+        use paid::Error::*;
+        match err {
+            NotFound => ApiError::not_found("agent"),
+            SessionNotFound => ApiError::not_found("session"),
+            Invalid(_) => ApiError::invalid(&err),
+            Refused(refusal) => {
+                // The body is also the x402 v1 answer: `error`, `x402Version`, `accepts`.
+                let mut answer = ApiError::new(
+                    StatusCode::PAYMENT_REQUIRED,
+                    refusal.reason.code(),
+                    &refusal.detail,
+                )
+                .with("x402Version", 1)
+                .with("accepts", refusal.accepts_v1);
+                if let Some(id) = refusal.execution_id {
+                    answer = answer.with("execution_id", id);
+                }
+                answer
+            }
+            TurnFailed {
+                ref execution_id,
+                timed_out,
+            } => {
+                let id = execution_id.clone();
+                let answer = if timed_out {
+                    ApiError::new(StatusCode::GATEWAY_TIMEOUT, "engine_timeout", &err)
+                } else {
+                    ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "turn_failed", &err)
+                        .retry_after(5)
+                };
+                answer.with("execution_id", id)
+            }
+            Interrupted => {
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "interrupted", &err).retry_after(5)
+            }
             Agent(cause) => cause.into(),
             Chat(cause) => cause.into(),
             Store(cause) => cause.into(),

@@ -18,6 +18,7 @@ pub mod http;
 pub mod ids;
 pub mod links;
 pub mod metrics;
+pub mod paid;
 pub mod records;
 pub mod shutdown;
 pub mod store;
@@ -127,6 +128,13 @@ pub async fn start(config: Config) -> anyhow::Result<Daemon> {
             "executions left running by the last stop are now failed/interrupted"
         );
     }
+    let settling = app.paywall().reconcile().await?;
+    if settling > 0 {
+        tracing::warn!(
+            count = settling,
+            "paid turns of the last run ended without settlement; settling them now"
+        );
+    }
     let queued = app.pool().recover().await?;
     if queued > 0 {
         tracing::info!(
@@ -170,6 +178,9 @@ async fn serve_then_close(
     // No new task starts from here on; queued ones wait in the store for the next start.
     let _ = scheduler.await;
     app.executions()
+        .drain(tokio::time::Instant::now() + deadline)
+        .await;
+    app.paywall()
         .drain(tokio::time::Instant::now() + deadline)
         .await;
     let store = app.store().clone();

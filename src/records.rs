@@ -271,6 +271,8 @@ pub struct Removed {
     pub idempotency_keys: u64,
     pub queued_tasks: u64,
     pub public_links: u64,
+    /// Payment records: nonce claims and settlements owed.
+    pub payments: u64,
 }
 
 /// A public link of an agent. The token itself is never stored: only its SHA-256 (hex).

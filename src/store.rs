@@ -8,6 +8,7 @@ mod agents;
 mod executions;
 mod keys;
 mod links;
+mod payments;
 mod queue;
 mod sessions;
 mod tables;
@@ -15,6 +16,7 @@ mod users;
 mod writer;
 
 pub use executions::{EventRecord, ExecutionFilter, IdempotencyRecord};
+pub use payments::{NonceClaim, PendingSettlement};
 pub use sessions::HistoryScope;
 pub use writer::Durable;
 
@@ -305,6 +307,9 @@ fn migrate(db: &Database, path: &Path) -> Result<(), Error> {
         txn.open_table(PUBLIC_LINK_HASHES)?;
         txn.open_table(PUBLIC_LINKS_BY_AGENT)?;
         txn.open_table(VISITOR_SESSIONS)?;
+        txn.open_table(PAYMENT_NONCES)?;
+        txn.open_table(PAYMENT_NONCE_EXPIRY)?;
+        txn.open_table(PENDING_SETTLEMENTS)?;
     }
     txn.commit()?;
     Ok(())

@@ -8,6 +8,8 @@ command -v cc >/dev/null || need+=(build-essential)
 command -v curl >/dev/null || need+=(curl)
 # The public chat page is tested in a real headless browser.
 [ -x /usr/bin/chromium ] || need+=(chromium)
+command -v python3 >/dev/null || need+=(python3)
+python3 -c 'import ensurepip, venv' 2>/dev/null || need+=(python3-venv)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     apt-get update && apt-get install -y "${need[@]}"
@@ -15,5 +17,13 @@ if [ ${#need[@]} -gt 0 ]; then
     sudo apt-get update && sudo apt-get install -y "${need[@]}"
   fi
 fi
+
+# The PyPI x402 client (pinned; it signs offline) for the paid-chat black-box test.
+venv=target/x402-venv
+if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c 'import x402' 2>/dev/null; then
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install --quiet "x402[evm,httpx]==2.25.0"
+fi
+export OUTPOST_X402_PYTHON="$PWD/$venv/bin/python"
 
 cargo test "$@"

@@ -131,6 +131,7 @@ impl Agents {
                 .unwrap_or(Duration::from_secs(600)),
             queue_capacity: at_least_one("queue_capacity", new.queue_capacity, 100)?,
             voice: new.voice.unwrap_or(false),
+            paid: None,
             name: new.name,
         };
         if self.get(&config.name).is_some() {

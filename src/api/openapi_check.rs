@@ -54,6 +54,10 @@ mod tests {
         ("POST", "/api/public/chat/{token}"),
         ("GET", "/api/public/history/{token}"),
         ("GET", "/p/{token}"),
+        ("GET", "/api/paid/{agent}/info"),
+        ("POST", "/api/paid/{agent}/chat"),
+        ("OPTIONS", "/api/paid/{agent}/info"),
+        ("OPTIONS", "/api/paid/{agent}/chat"),
     ];
 
     const METHODS: [&str; 8] = [
@@ -155,7 +159,9 @@ mod tests {
             if visitor {
                 assert!(public, "{method} {template} is for visitors: security []");
             }
-            if template.starts_with("/api/") && template != "/api/token" && !visitor {
+            // The paid routes take a payment instead of a token.
+            let paid = template.starts_with("/api/paid/");
+            if template.starts_with("/api/") && template != "/api/token" && !visitor && !paid {
                 assert!(!public, "{method} {template} must need a bearer token");
                 assert!(
                     responses.contains_key("401"),

@@ -96,6 +96,7 @@ impl Tx<'_> {
                 events.retain_in(start.as_slice()..end.as_slice(), |_, _| false)?;
                 removed.events += before - events.len()?;
             }
+            removed.payments = self.delete_payments_of(name, &execution_ids)?;
             let mut queue = self.txn.open_table(TASK_QUEUE)?;
             let before = queue.len()?;
             queue.retain(|_, id| !execution_ids.iter().any(|e| e == id))?;

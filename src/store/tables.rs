@@ -55,3 +55,11 @@ pub const PUBLIC_LINKS_BY_AGENT: TableDefinition<&[u8], ()> =
     TableDefinition::new("public_links_by_agent");
 /// session id → VisitorSession (the link that minted a visitor's session)
 pub const VISITOR_SESSIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("visitor_sessions");
+/// chain id ‖ asset ‖ payer ‖ nonce → NonceClaim of an x402 payment
+pub const PAYMENT_NONCES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("payment_nonces");
+/// expiry (unix seconds) ‖ nonce key → (), to drop claims once they expire
+pub const PAYMENT_NONCE_EXPIRY: TableDefinition<&[u8], ()> =
+    TableDefinition::new("payment_nonce_expiry");
+/// execution id → PendingSettlement while a paid turn's payment is not final
+pub const PENDING_SETTLEMENTS: TableDefinition<&str, &[u8]> =
+    TableDefinition::new("pending_settlements");

@@ -7,6 +7,7 @@ mod engines;
 mod http;
 mod identity;
 mod links;
+mod paid;
 mod restart;
 mod sessions;
 mod support;

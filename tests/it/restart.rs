@@ -40,13 +40,13 @@ async fn a_restart_keeps_sessions_and_history() {
 }
 
 /// The daemon as a separate process, for `kill -9`.
-struct Process {
+pub(crate) struct Process {
     child: Child,
-    addr: std::net::SocketAddr,
+    pub(crate) addr: std::net::SocketAddr,
 }
 
 impl Process {
-    async fn start(data_dir: &std::path::Path, config: &std::path::Path) -> Process {
+    pub(crate) async fn start(data_dir: &std::path::Path, config: &std::path::Path) -> Process {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -73,7 +73,7 @@ impl Process {
         Process { child, addr }
     }
 
-    async fn admin_token(&self) -> String {
+    pub(crate) async fn admin_token(&self) -> String {
         let body = json!({"username": "admin", "password": ADMIN_PASSWORD});
         let login = self
             .call(Method::POST, "/api/token", None, Some(body))
@@ -81,7 +81,7 @@ impl Process {
         login.json()["access_token"].as_str().unwrap().to_string()
     }
 
-    async fn call(
+    pub(crate) async fn call(
         &self,
         method: Method,
         path: &str,

@@ -73,6 +73,7 @@ pub fn echo_agent(name: &str, delay_ms: u64, max_concurrent: usize) -> AgentConf
         timeout: Duration::from_secs(60),
         queue_capacity: 100,
         voice: false,
+        paid: None,
     }
 }
 

@@ -1,0 +1,162 @@
+//! The paid routes (x402): `GET /api/paid/{agent}/info`, `POST /api/paid/{agent}/chat` and
+//! their CORS preflight. No bearer token: the payment is the credential. Every answer carries
+//! `Cache-Control: no-store` and the CORS headers browser x402 clients need.
+
+use crate::app::App;
+use crate::config::Tls;
+use crate::error::{ApiError, ApiResult};
+use crate::http::body::{self, Body, Response};
+use crate::paid::{self, header, Paid, PaidTurn};
+use hyper::body::Incoming;
+use hyper::header::{HeaderValue, CACHE_CONTROL, HOST};
+use hyper::{Request, StatusCode};
+use serde::Deserialize;
+use serde_json::json;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PaidChatBody {
+    message: String,
+    #[serde(default)]
+    session_id: Option<String>,
+}
+
+/// `GET /api/paid/{agent}/info`
+pub fn paid_info(app: &App, request: &Request<Incoming>, name: &str) -> ApiResult {
+    let resource = resource_url(app, request, name);
+    let answer = match app.paywall().info(name, &resource) {
+        Ok(info) => body::json(StatusCode::OK, &info),
+        Err(err) => body::error(&err.into()),
+    };
+    Ok(x402_headers(answer))
+}
+
+/// `POST /api/paid/{agent}/chat`
+pub async fn paid_chat(app: &App, request: Request<Incoming>, name: &str) -> ApiResult {
+    let resource = resource_url(app, &request, name);
+    let header_text = |name: &str| {
+        let value = request.headers().get(name)?;
+        Some(String::from_utf8_lossy(value.as_bytes()).into_owned())
+    };
+    // Both present: PAYMENT-SIGNATURE (v2) wins.
+    let payment = header_text("payment-signature")
+        .map(|h| (2, h))
+        .or_else(|| header_text("x-payment").map(|h| (1, h)));
+    let chat: PaidChatBody = match body::read_json(request, app.config().max_body_bytes).await {
+        Ok(chat) => chat,
+        Err(err) => return Ok(x402_headers(body::error(&err))),
+    };
+    let outcome = app
+        .paywall()
+        .chat(PaidTurn {
+            agent: name.to_string(),
+            resource,
+            message: chat.message,
+            session_id: chat.session_id,
+            payment,
+        })
+        .await;
+    Ok(x402_headers(render(outcome)))
+}
+
+/// `OPTIONS` on the paid routes: the CORS preflight.
+pub fn paid_preflight() -> ApiResult {
+    let mut response = hyper::Response::new(Body::empty());
+    *response.status_mut() = StatusCode::NO_CONTENT;
+    let headers = response.headers_mut();
+    headers.insert(
+        "access-control-allow-methods",
+        HeaderValue::from_static("GET, POST, OPTIONS"),
+    );
+    headers.insert(
+        "access-control-allow-headers",
+        HeaderValue::from_static(
+            "PAYMENT-SIGNATURE, X-PAYMENT, Access-Control-Expose-Headers, Content-Type",
+        ),
+    );
+    headers.insert("access-control-max-age", HeaderValue::from_static("600"));
+    Ok(x402_headers(response))
+}
+
+fn render(outcome: Result<Paid, paid::Error>) -> Response {
+    match outcome {
+        Ok(paid) => {
+            let execution = &paid.execution;
+            let document = json!({
+                "response": execution.response.clone().unwrap_or_default(),
+                "session_id": execution.session_id,
+                "execution_id": execution.id,
+                "payment": {
+                    "payer": paid.receipt["payer"],
+                    "transaction": paid.receipt["transaction"],
+                    "network": paid.receipt["network"],
+                },
+            });
+            let mut response = body::json(StatusCode::OK, &document);
+            put_receipt(&mut response, paid.version, &paid.receipt);
+            response
+        }
+        Err(paid::Error::Refused(refusal)) => {
+            let required = header::encode(&refusal.payment_required);
+            let receipt = refusal.receipt.clone().map(|r| (refusal.version, r));
+            let mut response = body::error(&ApiError::from(paid::Error::Refused(refusal)));
+            if let Ok(value) = HeaderValue::from_str(&required) {
+                response.headers_mut().insert("payment-required", value);
+            }
+            if let Some((version, receipt)) = receipt {
+                put_receipt(&mut response, version, &receipt);
+            }
+            response
+        }
+        Err(err) => body::error(&err.into()),
+    }
+}
+
+/// The receipt header of the client's protocol version.
+fn put_receipt(response: &mut Response, version: u8, receipt: &serde_json::Value) {
+    let name = if version == 1 {
+        "x-payment-response"
+    } else {
+        "payment-response"
+    };
+    if let Ok(value) = HeaderValue::from_str(&header::encode(receipt)) {
+        response.headers_mut().insert(name, value);
+    }
+}
+
+fn x402_headers(mut response: Response) -> Response {
+    let headers = response.headers_mut();
+    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert("access-control-allow-origin", HeaderValue::from_static("*"));
+    headers.insert(
+        "access-control-expose-headers",
+        HeaderValue::from_static("PAYMENT-REQUIRED, PAYMENT-RESPONSE, X-PAYMENT-RESPONSE"),
+    );
+    response
+}
+
+/// The absolute URL of the agent's paid chat route: under `server.public_url` when set,
+/// else as the client addressed this box.
+fn resource_url(app: &App, request: &Request<Incoming>, name: &str) -> String {
+    let path = format!("/api/paid/{name}/chat");
+    if let Some(public) = &app.config().public_url {
+        return format!("{}{path}", public.trim_end_matches('/'));
+    }
+    let scheme = if app.config().tls == Tls::Off {
+        "http"
+    } else {
+        "https"
+    };
+    let host = request
+        .headers()
+        .get(HOST)
+        .and_then(|h| h.to_str().ok())
+        .or_else(|| request.uri().authority().map(|a| a.as_str()))
+        .filter(|h| {
+            h.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b))
+        })
+        .map(str::to_string)
+        .unwrap_or_else(|| app.config().listen[0].to_string());
+    format!("{scheme}://{host}{path}")
+}

@@ -1,0 +1,232 @@
+//! After the turn: a failed turn is never settled; a finished one is settled through the
+//! facilitator and its payment state recorded with the execution before the reply goes out.
+//! At start, settlements still owed from the last run are reconciled.
+
+use super::evm::Address;
+use super::facilitator::Settlement;
+use super::turn::Paid;
+use super::{Error, Offer, Paywall, Reason, Refusal};
+use crate::config::PaidConfig;
+use crate::executions::Live;
+use crate::records::{Execution, ExecutionStatus};
+use crate::store;
+use serde_json::{json, Value};
+use std::sync::Arc;
+
+/// Where a payment stands, as the execution record shows it.
+struct State {
+    name: &'static str,
+    transaction: Option<String>,
+    error: Option<String>,
+    /// Whether the settlement stays owed (to be tried again at the next start).
+    owed: bool,
+}
+
+impl State {
+    fn of(settlement: &Settlement) -> State {
+        match settlement {
+            Settlement::Settled { transaction, .. } => State {
+                name: "settled",
+                transaction: Some(transaction.clone()),
+                error: None,
+                owed: false,
+            },
+            Settlement::Refused { reason, .. } => State::failed(reason.clone()),
+            Settlement::Unavailable(why) => State {
+                name: "needs_reconciliation",
+                transaction: None,
+                error: Some(format!("facilitator_unavailable: {why}")),
+                owed: true,
+            },
+        }
+    }
+
+    fn failed(error: String) -> State {
+        State {
+            name: "failed",
+            transaction: None,
+            error: Some(error),
+            owed: false,
+        }
+    }
+}
+
+impl Paywall {
+    /// Waits for the turn, settles it if it succeeded, and answers for the client.
+    pub(super) async fn finish(
+        &self,
+        live: Arc<Live>,
+        offer: Offer,
+        version: u8,
+        payer: Address,
+        body: Value,
+    ) -> Result<Paid, Error> {
+        let execution = live.finished().await;
+        if execution.status != ExecutionStatus::Success {
+            let why = format!("turn_{}", execution.status.as_str());
+            self.record(&execution.id, State::failed(why)).await?;
+            return Err(Error::TurnFailed {
+                timed_out: execution.error.as_deref() == Some("timeout"),
+                execution_id: execution.id,
+            });
+        }
+        let (recorded, settlement) = self
+            .settle_owed(&execution.id, &offer.config, &body)
+            .await?;
+        let execution = recorded.unwrap_or(execution);
+        let network = offer.network_name(version).to_string();
+        match settlement {
+            Settlement::Settled {
+                transaction,
+                network: settled_on,
+                ..
+            } => Ok(Paid {
+                receipt: json!({
+                    "success": true,
+                    "transaction": transaction,
+                    "network": settled_on.unwrap_or(network),
+                    "payer": payer.checksummed(),
+                }),
+                execution,
+                version,
+            }),
+            Settlement::Refused { reason, message } => {
+                Err(self.withheld(&offer, version, payer, &execution, reason, message))
+            }
+            Settlement::Unavailable(why) => {
+                let reason = "facilitator_unavailable".to_string();
+                Err(self.withheld(&offer, version, payer, &execution, reason, why))
+            }
+        }
+    }
+
+    /// The 402 of a turn whose settlement failed: a failure receipt and no reply text.
+    fn withheld(
+        &self,
+        offer: &Offer,
+        version: u8,
+        payer: Address,
+        execution: &Execution,
+        reason: String,
+        message: String,
+    ) -> Error {
+        let detail = format!("the payment could not be settled ({reason}); the reply is withheld");
+        Error::Refused(Box::new(Refusal {
+            reason: Reason::SettlementFailed,
+            payment_required: offer.payment_required(Reason::SettlementFailed.code()),
+            accepts_v1: offer.v1_accepts(),
+            receipt: Some(json!({
+                "success": false,
+                "errorReason": reason,
+                "errorMessage": message,
+                "transaction": "",
+                "network": offer.network_name(version),
+                "payer": payer.checksummed(),
+            })),
+            execution_id: Some(execution.id.clone()),
+            detail,
+            version,
+        }))
+    }
+
+    /// Sends the owed settlement and records how it went with the execution.
+    async fn settle_owed(
+        &self,
+        execution_id: &str,
+        config: &PaidConfig,
+        body: &Value,
+    ) -> Result<(Option<Execution>, Settlement), store::Error> {
+        let settlement = self.inner.facilitator.settle(config, body).await;
+        let state = State::of(&settlement);
+        match &state.error {
+            None => {
+                tracing::info!(%execution_id, transaction = ?state.transaction, "payment settled")
+            }
+            Some(error) => {
+                tracing::warn!(%execution_id, state = state.name, %error, "payment not settled")
+            }
+        }
+        let recorded = self.record(execution_id, state).await?;
+        Ok((recorded, settlement))
+    }
+
+    /// Writes the payment state into the execution record (and drops the owed settlement
+    /// unless it stays owed), in one commit.
+    async fn record(
+        &self,
+        execution_id: &str,
+        state: State,
+    ) -> Result<Option<Execution>, store::Error> {
+        let id = execution_id.to_string();
+        let now = crate::clock::Timestamp::now();
+        self.inner
+            .store
+            .write(move |tx| {
+                if !state.owed {
+                    tx.remove_pending_settlement(&id)?;
+                }
+                let Some(mut execution) = tx.execution(&id)? else {
+                    return Ok(None);
+                };
+                let mut payment = execution.payment.take().unwrap_or_else(|| json!({}));
+                payment["state"] = json!(state.name);
+                payment["transaction"] = json!(state.transaction);
+                payment["error"] = json!(state.error);
+                payment["updated_at"] = json!(now);
+                execution.payment = Some(payment);
+                tx.put_execution(&execution)?;
+                Ok(Some(execution))
+            })
+            .await
+    }
+
+    /// At start: every settlement still owed is taken up. A turn that did not succeed is
+    /// marked failed and never settled; an expired authorization is marked failed; a
+    /// finished turn is settled now, in the background. Returns how many are being settled.
+    pub async fn reconcile(&self) -> Result<usize, Error> {
+        let owed = self.inner.store.read(|r| r.pending_settlements()).await?;
+        let now = self.now();
+        let mut settling = 0;
+        for (execution_id, pending) in owed {
+            let id = execution_id.clone();
+            let execution = self.inner.store.read(move |r| r.execution(&id)).await?;
+            let status = execution.as_ref().map(|e| e.status);
+            let config = self
+                .paid_agent(&pending.agent)
+                .ok()
+                .and_then(|a| a.config.paid.clone());
+            match (status, config) {
+                (None, _) => {
+                    self.inner
+                        .store
+                        .write(move |tx| tx.remove_pending_settlement(&execution_id))
+                        .await?;
+                }
+                (Some(ExecutionStatus::Success), _) if now > pending.valid_before => {
+                    self.record(&execution_id, State::failed("expired".into()))
+                        .await?;
+                }
+                (Some(ExecutionStatus::Success), Some(config)) => {
+                    tracing::warn!(%execution_id, "a paid turn ended without its settlement; settling it now");
+                    let this = self.clone();
+                    self.spawn(async move {
+                        let settled = this.settle_owed(&execution_id, &config, &pending.body);
+                        if let Err(err) = settled.await {
+                            tracing::error!(cause = %err, "recording a settlement failed");
+                        }
+                    });
+                    settling += 1;
+                }
+                (Some(ExecutionStatus::Success), None) => {
+                    tracing::warn!(%execution_id, agent = %pending.agent, "a settlement is owed but the agent takes no payments now; kept for later");
+                }
+                (Some(status), _) if status.is_final() => {
+                    let why = format!("turn_{}", status.as_str());
+                    self.record(&execution_id, State::failed(why)).await?;
+                }
+                (Some(_), _) => {}
+            }
+        }
+        Ok(settling)
+    }
+}

@@ -1,0 +1,229 @@
+//! One paid turn up to its start: request checks, local verification (on the blocking pool),
+//! the session's payer, the nonce claim, the optional facilitator `/verify`, and the turn,
+//! whose end and settlement then run on a task of their own.
+
+use super::evm::hex;
+use super::facilitator::Verdict;
+use super::verify::{verify, Verified};
+use super::{refusal, Error, Offer, Paywall, Reason};
+use crate::chat::{self, AdmitHook, Started, TurnRequest};
+use crate::records::{Execution, ExecutionKind, Session, SessionStatus};
+use crate::store::{NonceClaim, PendingSettlement};
+use serde_json::{json, Value};
+use tokio::sync::oneshot;
+
+/// Largest message accepted, in characters.
+const MAX_MESSAGE_CHARS: usize = 100_000;
+/// How long a nonce claim outlives its authorization's `validBefore`.
+const NONCE_MARGIN_SECONDS: u64 = 3600;
+/// The start of every paid visitor's username; real usernames never contain ':'.
+pub(super) const VISITOR_PREFIX: &str = "paid:";
+
+/// A paid chat request as the handler read it.
+pub struct PaidTurn {
+    pub agent: String,
+    /// The absolute URL of the route, for the offer.
+    pub resource: String,
+    pub message: String,
+    pub session_id: Option<String>,
+    /// The payment header and the protocol version its name implies (2 for
+    /// `PAYMENT-SIGNATURE`, 1 for `X-PAYMENT`).
+    pub payment: Option<(u8, String)>,
+}
+
+/// A settled turn.
+#[derive(Debug)]
+pub struct Paid {
+    pub execution: Execution,
+    /// `{"success": true, "transaction", "network", "payer"}`.
+    pub receipt: Value,
+    pub version: u8,
+}
+
+impl Paywall {
+    /// Runs one paid turn: the reply comes back only once its payment is settled.
+    pub async fn chat(&self, request: PaidTurn) -> Result<Paid, Error> {
+        let agent = self.paid_agent(&request.agent)?;
+        let offer = self.offer(&request.agent, &request.resource)?;
+        if request.message.trim().is_empty() {
+            return Err(chat::Error::EmptyMessage.into());
+        }
+        if request.message.chars().count() > MAX_MESSAGE_CHARS {
+            return Err(Error::Invalid(format!(
+                "message is longer than {MAX_MESSAGE_CHARS} characters"
+            )));
+        }
+        agent.require_running()?;
+        let session = match &request.session_id {
+            Some(id) => Some(self.visitor_session(agent.name(), id).await?),
+            None => None,
+        };
+        let Some((version, header)) = request.payment else {
+            let detail = format!(
+                "a turn with {} costs {} atomic units of {} on {}: pay with PAYMENT-SIGNATURE (x402 v2) or X-PAYMENT (v1)",
+                agent.name(),
+                offer.config.price,
+                offer.config.network.asset,
+                offer.config.network.id
+            );
+            return Err(refusal(&offer, Reason::PaymentRequired, detail, 2));
+        };
+        let now = self.now();
+        let verified = {
+            let offer = offer.clone();
+            tokio::task::spawn_blocking(move || verify(&header, &offer, now))
+                .await
+                .map_err(|_| Error::Interrupted)?
+        };
+        let verified =
+            verified.map_err(|(reason, detail)| refusal(&offer, reason, detail, version))?;
+        let visitor = format!("{VISITOR_PREFIX}0x{}:", hex(&verified.payer.0));
+        if session
+            .as_ref()
+            .is_some_and(|s| !s.username.starts_with(&visitor))
+        {
+            return Err(Error::SessionNotFound);
+        }
+        let key = nonce_key(&offer, &verified);
+        let claim = NonceClaim {
+            agent: agent.name().to_string(),
+            expires_at: verified.valid_before + NONCE_MARGIN_SECONDS,
+        };
+        let claim_key = key.clone();
+        let claimed = self
+            .inner
+            .store
+            .write(move |tx| tx.claim_nonce(&claim_key, &claim, now))
+            .await?;
+        let (payer, nonce) = (
+            verified.payer.checksummed(),
+            format!("0x{}", hex(&verified.nonce)),
+        );
+        if !claimed {
+            tracing::info!(agent = %agent.name(), %payer, %nonce, "payment refused: nonce already used");
+            let detail = "this authorization was used already; sign a new one";
+            return Err(refusal(&offer, Reason::NonceUsed, detail, version));
+        }
+        tracing::info!(agent = %agent.name(), %payer, %nonce, value = %offer.config.price, "payment verified and claimed");
+        let body = json!({
+            "x402Version": verified.version,
+            "paymentPayload": verified.payload,
+            "paymentRequirements": verified.requirement,
+        });
+        if offer.config.verify_with_facilitator {
+            let refused = match self.inner.facilitator.verify(&offer.config, &body).await {
+                Verdict::Valid => None,
+                Verdict::Invalid(why) => Some((Reason::RejectedByFacilitator, why)),
+                Verdict::Unavailable(why) => Some((Reason::FacilitatorUnavailable, why)),
+            };
+            if let Some((reason, why)) = refused {
+                self.release(key).await;
+                let detail = format!("the facilitator did not accept the payment: {why}");
+                return Err(refusal(&offer, reason, detail, version));
+            }
+        }
+        let username = match session {
+            Some(session) => session.username,
+            None => format!("{visitor}{}", crate::ids::new_id()),
+        };
+        let pending = PendingSettlement {
+            agent: agent.name().to_string(),
+            valid_before: verified.valid_before,
+            body: body.clone(),
+        };
+        let owe: AdmitHook =
+            Box::new(move |tx, execution| tx.put_pending_settlement(&execution.id, &pending));
+        let turn = TurnRequest {
+            agent: agent.clone(),
+            username,
+            message: request.message,
+            session_id: request.session_id,
+            new_session: false,
+            model: None,
+            idempotency_key: None,
+            kind: ExecutionKind::Paid,
+            source: "paid",
+        };
+        let payment = payment_record(&offer, &verified);
+        let started = self
+            .inner
+            .chat
+            .start_turn_with(turn, Some(payment), Some(owe))
+            .await;
+        let live = match started {
+            Ok(Started::Live { live, .. }) => live,
+            Ok(Started::Replay(_)) => unreachable!("paid turns carry no idempotency key"),
+            Err(err) => {
+                // Refused before any work: the authorization may be used again.
+                self.release(key).await;
+                return Err(err.into());
+            }
+        };
+        let (done, outcome) = oneshot::channel();
+        let this = self.clone();
+        let payer = verified.payer;
+        self.spawn(async move {
+            let _ = done.send(this.finish(live, offer, version, payer, body).await);
+        });
+        outcome.await.unwrap_or(Err(Error::Interrupted))
+    }
+
+    /// The paid visitor session `id` of `agent`: one Outpost minted for a paid turn.
+    async fn visitor_session(&self, agent: &str, id: &str) -> Result<Session, Error> {
+        if !crate::ids::looks_like_id(id) {
+            return Err(Error::SessionNotFound);
+        }
+        let lookup = id.to_string();
+        let session = self.inner.store.read(move |r| r.session(&lookup)).await?;
+        match session {
+            Some(s) if s.agent_name == agent && s.username.starts_with(VISITOR_PREFIX) => {
+                if s.status == SessionStatus::Closed {
+                    return Err(chat::Error::SessionClosed.into());
+                }
+                Ok(s)
+            }
+            _ => Err(Error::SessionNotFound),
+        }
+    }
+
+    async fn release(&self, key: Vec<u8>) {
+        if let Err(err) = self
+            .inner
+            .store
+            .write(move |tx| tx.release_nonce(&key))
+            .await
+        {
+            tracing::error!(cause = %err, "releasing a payment nonce failed; it stays used");
+        }
+    }
+}
+
+/// The replay key: chain id ‖ asset ‖ payer ‖ nonce, all as bytes.
+fn nonce_key(offer: &Offer, verified: &Verified) -> Vec<u8> {
+    let network = &offer.config.network;
+    let mut key = Vec::with_capacity(80);
+    key.extend_from_slice(&network.chain_id.to_be_bytes());
+    key.extend_from_slice(&network.asset.0);
+    key.extend_from_slice(&verified.payer.0);
+    key.extend_from_slice(&verified.nonce);
+    key
+}
+
+/// The payment as the execution record shows it, from the claim on.
+fn payment_record(offer: &Offer, verified: &Verified) -> Value {
+    let config = &offer.config;
+    json!({
+        "scheme": "exact",
+        "x402_version": verified.version,
+        "payer": verified.payer.checksummed(),
+        "amount": config.price,
+        "asset": config.network.asset.checksummed(),
+        "network": config.network.id,
+        "pay_to": config.pay_to.checksummed(),
+        "nonce": format!("0x{}", hex(&verified.nonce)),
+        "valid_before": verified.valid_before,
+        "state": "claimed",
+        "transaction": null,
+        "error": null,
+    })
+}
