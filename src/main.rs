@@ -123,8 +123,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         .context("starting the async runtime")?;
     match cli.command.unwrap_or(Command::Serve { listen: None }) {
         Command::Serve { .. } => {
-            init_logging(&config);
-            runtime.block_on(serve(config))
+            outpost::service::init_logging(&config);
+            runtime.block_on(serve(config, overrides))
         }
         Command::Check => {
             let mut out = std::io::stdout();
@@ -146,21 +146,16 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
-fn init_logging(config: &Config) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("OUTPOST_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&config.log_level));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match config.log_format {
-        LogFormat::Json => builder.json().init(),
-        LogFormat::Text => builder.init(),
-    }
-}
-
-async fn serve(config: Config) -> anyhow::Result<()> {
-    let daemon = outpost::start(config).await?;
-    daemon.run_until(outpost::shutdown::signal()).await;
+/// Serves until stopped: sockets from the service manager when it passed any, READY once
+/// listening, SIGHUP re-reads the same configuration layers.
+async fn serve(config: Config, overrides: Overrides) -> anyhow::Result<()> {
+    let inherited = outpost::service::inherited_listeners()
+        .context("taking the sockets passed by the service manager")?;
+    let daemon = outpost::start_with(config, inherited).await?;
+    outpost::service::run(daemon, || {
+        config::load(&overrides, |key| std::env::var(key).ok())
+    })
+    .await;
     Ok(())
 }
 
