@@ -11,6 +11,7 @@ pub mod auth;
 pub mod chat;
 pub mod clock;
 pub mod config;
+pub mod control;
 pub mod engines;
 pub mod error;
 pub mod executions;
@@ -169,12 +170,14 @@ pub async fn start_with(
         advertisement,
     };
     let (reloader, reloads) = reload::spawn(reloadable, shutdown.clone());
+    let control = control::spawn(&data_dir, app.store().clone(), shutdown.clone())
+        .context("binding the control socket")?;
     let task = tokio::spawn(serve_then_close(
         app,
         listeners,
         tls_config,
         shutdown,
-        [scheduler, reloads],
+        [scheduler, reloads, control],
     ));
     Ok(Daemon {
         addrs,
@@ -190,7 +193,7 @@ async fn serve_then_close(
     listeners: Vec<tokio::net::TcpListener>,
     tls: Option<Arc<rustls::ServerConfig>>,
     shutdown: Shutdown,
-    background: [JoinHandle<()>; 2],
+    background: [JoinHandle<()>; 3],
 ) {
     let deadline = app.config().shutdown_timeout;
     http::serve(app.clone(), listeners, tls, shutdown).await;

@@ -45,6 +45,8 @@ enum Command {
     /// Mint tokens.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Write a consistent copy of the store to FILE (through the running daemon, if any).
+    Backup { file: PathBuf },
 }
 
 #[derive(Subcommand)]
@@ -143,6 +145,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::User(command) => runtime.block_on(user(config, command)),
         Command::Token(command) => runtime.block_on(token(config, command)),
+        Command::Backup { file } => runtime.block_on(backup(config, file)),
     }
 }
 
@@ -156,6 +159,37 @@ async fn serve(config: Config, overrides: Overrides) -> anyhow::Result<()> {
         config::load(&overrides, |key| std::env::var(key).ok())
     })
     .await;
+    Ok(())
+}
+
+/// Asks the running daemon for a copy of its store; with no daemon, copies the file itself.
+async fn backup(config: Config, file: PathBuf) -> anyhow::Result<()> {
+    let mut out = std::io::stdout();
+    let through_daemon = outpost::control::request_backup(&config.data_dir, &file)
+        .await
+        .context("asking the running daemon for a backup")?;
+    if let Some(bytes) = through_daemon {
+        writeln!(
+            out,
+            "backed up the running daemon's store to {} ({bytes} bytes)",
+            file.display()
+        )?;
+        return Ok(());
+    }
+    let path = config.data_dir.join(outpost::store::STORE_FILE);
+    if !path.exists() {
+        bail!("no store at {} and no daemon answering", path.display());
+    }
+    let store = open_store(&config).await?;
+    let backup = store.backup_to(&file).await?;
+    writeln!(
+        out,
+        "backed up {} to {} ({} tables, {} rows)",
+        store.path().display(),
+        backup.path.display(),
+        backup.tables,
+        backup.rows
+    )?;
     Ok(())
 }
 

@@ -5,6 +5,7 @@
 //! Reads run on the blocking pool. No redb call runs on the async runtime's threads.
 
 mod agents;
+mod backup;
 mod executions;
 mod keys;
 mod queue;
@@ -12,6 +13,7 @@ mod sessions;
 mod tables;
 mod users;
 
+pub use backup::Backup;
 pub use executions::{EventRecord, ExecutionFilter, IdempotencyRecord};
 pub use sessions::HistoryScope;
 
