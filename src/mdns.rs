@@ -127,7 +127,7 @@ impl Advertisement {
     }
 
     fn register(&mut self, fingerprint: Option<&str>) -> Result<(), Error> {
-        let host = hostname();
+        let host = hostname().unwrap_or_else(|| "outpost".to_string());
         let service = if self.tls { "_https" } else { "_http" };
         let addresses: Vec<IpAddr> = self.scope.addresses.clone();
         let mut info = ServiceInfo::new(
@@ -176,12 +176,14 @@ fn interfaces(scope: &Scope) -> Vec<IfKind> {
     }
 }
 
-fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_string())
-        .ok()
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "outpost".to_string())
+/// The host's name, from `uname` (the unit's `ProcSubset=pid` hides `/proc/sys`).
+pub fn hostname() -> Option<String> {
+    let name = rustix::system::uname()
+        .nodename()
+        .to_string_lossy()
+        .trim()
+        .to_string();
+    Some(name).filter(|n| !n.is_empty())
 }
 
 #[cfg(test)]

@@ -137,11 +137,8 @@ fn ensure_auto_certificate(data_dir: &Path) -> Result<(PathBuf, PathBuf), Error>
         return Ok((cert, key));
     }
     std::fs::create_dir_all(&dir).map_err(|err| read_error(&dir, err))?;
-    let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_string())
-        .unwrap_or_default();
     let mut names = vec!["localhost".to_string(), "127.0.0.1".into(), "::1".into()];
-    if !hostname.is_empty() && hostname != "localhost" {
+    if let Some(hostname) = crate::mdns::hostname().filter(|h| h != "localhost") {
         names.push(format!("{hostname}.local"));
         names.push(hostname);
     }

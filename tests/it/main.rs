@@ -8,6 +8,7 @@ mod engines;
 mod http;
 mod identity;
 mod mdns;
+mod packaging;
 mod reload;
 mod restart;
 mod service;
