@@ -8,7 +8,6 @@ mod logging;
 pub use logging::{init_logging, log_target, LogTarget};
 
 use crate::config::{self, Config};
-use crate::shutdown::Shutdown;
 use crate::Daemon;
 use sd_notify::NotifyState;
 use std::time::Duration;
@@ -65,8 +64,10 @@ where
     let mut terminate = signal(SignalKind::terminate()).expect("installing the SIGTERM handler");
     let mut interrupt = signal(SignalKind::interrupt()).expect("installing the SIGINT handler");
     let stopped = daemon.shutdown_signal();
+    // The watchdog is fed through the drain too, until the daemon has stopped.
+    let (drained, drain_done) = tokio::sync::oneshot::channel::<()>();
     let watchdog = sd_notify::watchdog_enabled()
-        .map(|timeout| tokio::spawn(feed_watchdog(timeout / 2, stopped.clone())));
+        .map(|timeout| tokio::spawn(feed_watchdog(timeout / 2, drain_done)));
     notify(&[NotifyState::Ready, NotifyState::Status("serving")]);
     loop {
         tokio::select! {
@@ -78,6 +79,7 @@ where
     }
     notify(&[NotifyState::Stopping, NotifyState::Status("stopping")]);
     daemon.stop().await;
+    drop(drained);
     if let Some(watchdog) = watchdog {
         let _ = watchdog.await;
     }
@@ -120,13 +122,13 @@ where
     }
 }
 
-/// Sends WATCHDOG=1 every `every` while the runtime is alive and the daemon runs.
-async fn feed_watchdog(every: Duration, stopped: Shutdown) {
+/// Sends WATCHDOG=1 every `every` while the runtime is alive, until `stopped` resolves.
+async fn feed_watchdog(every: Duration, mut stopped: tokio::sync::oneshot::Receiver<()>) {
     let mut ticks = tokio::time::interval(every.max(Duration::from_millis(10)));
     loop {
         tokio::select! {
             _ = ticks.tick() => notify(&[NotifyState::Watchdog]),
-            _ = stopped.wait() => return,
+            _ = &mut stopped => return,
         }
     }
 }
