@@ -6,8 +6,10 @@
 //! (`source: "api"`, kept in the store); `manage` changes them at run time.
 
 mod manage;
+mod refresh;
 
 pub use manage::{AgentPatch, NewAgent};
+pub use refresh::Refreshed;
 
 use crate::auth::Caller;
 use crate::clock::Timestamp;

@@ -107,6 +107,7 @@ pub struct RawServer {
     pub header_timeout_s: u64,
     pub shutdown_timeout_s: u64,
     pub allow_plain_on_network: bool,
+    pub mdns: bool,
 }
 
 impl Default for RawServer {
@@ -119,6 +120,7 @@ impl Default for RawServer {
             header_timeout_s: 10,
             shutdown_timeout_s: 20,
             allow_plain_on_network: false,
+            mdns: false,
         }
     }
 }
@@ -348,6 +350,8 @@ pub struct Config {
     pub header_timeout: Duration,
     pub shutdown_timeout: Duration,
     pub allow_plain_on_network: bool,
+    /// Advertise the API over mDNS on the interfaces of non-loopback listen addresses.
+    pub mdns: bool,
     pub tls: Tls,
     pub data_dir: PathBuf,
     /// The store's page cache, in bytes.
@@ -525,6 +529,7 @@ impl Config {
             )? as u64),
             shutdown_timeout: Duration::from_secs(raw.server.shutdown_timeout_s),
             allow_plain_on_network: raw.server.allow_plain_on_network,
+            mdns: raw.server.mdns,
             tls,
             data_dir: absolute(data_dir),
             store_cache_bytes: nonzero("store.cache_mb", raw.store.cache_mb)? << 20,

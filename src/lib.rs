@@ -11,15 +11,19 @@ pub mod auth;
 pub mod chat;
 pub mod clock;
 pub mod config;
+pub mod control;
 pub mod engines;
 pub mod error;
 pub mod executions;
 pub mod http;
 pub mod ids;
 pub mod links;
+pub mod mdns;
 pub mod metrics;
 pub mod paid;
 pub mod records;
+pub mod reload;
+pub mod service;
 pub mod shutdown;
 pub mod store;
 pub mod tasks;
@@ -41,6 +45,7 @@ pub struct Daemon {
     trigger: Trigger,
     task: JoinHandle<()>,
     link_clock: links::Clock,
+    reloader: reload::Reloader,
 }
 
 impl Daemon {
@@ -64,6 +69,12 @@ impl Daemon {
         self.trigger.subscribe()
     }
 
+    /// Applies a new configuration (certificate, agents) without a restart; on an error the
+    /// old one stays. See `reload`.
+    pub async fn reload(&self, config: Config) -> Result<reload::Reloaded, reload::Error> {
+        self.reloader.reload(config).await
+    }
+
     /// Asks it to stop and waits until it has (requests drained, store closed).
     pub async fn stop(self) {
         self.trigger.fire();
@@ -85,6 +96,15 @@ impl Daemon {
 /// Opens the store, prepares identity and TLS, binds every listener and starts serving.
 /// Returns once the daemon is ready to answer.
 pub async fn start(config: Config) -> anyhow::Result<Daemon> {
+    start_with(config, Vec::new()).await
+}
+
+/// Like [`start`], but serves `inherited` listeners (socket activation) instead of binding
+/// `server.listen` when there are any.
+pub async fn start_with(
+    config: Config,
+    inherited: Vec<std::net::TcpListener>,
+) -> anyhow::Result<Daemon> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let data_dir = config.data_dir.clone();
     std::fs::create_dir_all(&data_dir)
@@ -106,9 +126,14 @@ pub async fn start(config: Config) -> anyhow::Result<Daemon> {
     )
     .await
     .context("loading the token secret")?;
-    let tls_config = http::tls::server_config(&config.tls, &data_dir)?;
-    let mut listeners = Vec::new();
-    for addr in &config.listen {
+    let (tls_config, certificate) = http::tls::server_config(&config.tls, &data_dir)?.unzip();
+    let mut listeners = service::adopt(inherited)?;
+    let to_bind = if listeners.is_empty() {
+        &config.listen[..]
+    } else {
+        &[]
+    };
+    for addr in to_bind {
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .with_context(|| format!("binding {addr}"))?;
@@ -119,6 +144,7 @@ pub async fn start(config: Config) -> anyhow::Result<Daemon> {
         .map(|l| l.local_addr())
         .collect::<Result<_, _>>()?;
 
+    let advertisement = mdns::advertise(&config, &addrs, certificate.as_deref());
     let agent_records = store.read(|r| r.agents()).await?;
     let app = App::new(config, store, auth, metrics, agent_records);
     let interrupted = app.executions().recover_interrupted().await?;
@@ -154,8 +180,20 @@ pub async fn start(config: Config) -> anyhow::Result<Daemon> {
     let link_clock = app.links().clock();
     let (trigger, shutdown) = Shutdown::new();
     let scheduler = app.pool().spawn_scheduler(shutdown.clone());
+    let reloadable = reload::Reloadable {
+        app: app.clone(),
+        certificate,
+        advertisement,
+    };
+    let (reloader, reloads) = reload::spawn(reloadable, shutdown.clone());
+    let control = control::spawn(&data_dir, app.store().clone(), shutdown.clone())
+        .context("binding the control socket")?;
     let task = tokio::spawn(serve_then_close(
-        app, listeners, tls_config, shutdown, scheduler,
+        app,
+        listeners,
+        tls_config,
+        shutdown,
+        [scheduler, reloads, control],
     ));
     Ok(Daemon {
         addrs,
@@ -163,6 +201,7 @@ pub async fn start(config: Config) -> anyhow::Result<Daemon> {
         trigger,
         task,
         link_clock,
+        reloader,
     })
 }
 
@@ -171,12 +210,14 @@ async fn serve_then_close(
     listeners: Vec<tokio::net::TcpListener>,
     tls: Option<Arc<rustls::ServerConfig>>,
     shutdown: Shutdown,
-    scheduler: JoinHandle<()>,
+    background: [JoinHandle<()>; 3],
 ) {
     let deadline = app.config().shutdown_timeout;
     http::serve(app.clone(), listeners, tls, shutdown).await;
     // No new task starts from here on; queued ones wait in the store for the next start.
-    let _ = scheduler.await;
+    for task in background {
+        let _ = task.await;
+    }
     app.executions()
         .drain(tokio::time::Instant::now() + deadline)
         .await;

@@ -45,6 +45,8 @@ enum Command {
     /// Mint tokens.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Write a consistent copy of the store to FILE (through the running daemon, if any).
+    Backup { file: PathBuf },
 }
 
 #[derive(Subcommand)]
@@ -123,8 +125,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         .context("starting the async runtime")?;
     match cli.command.unwrap_or(Command::Serve { listen: None }) {
         Command::Serve { .. } => {
-            init_logging(&config);
-            runtime.block_on(serve(config))
+            outpost::service::init_logging(&config);
+            runtime.block_on(serve(config, overrides))
         }
         Command::Check => {
             let mut out = std::io::stdout();
@@ -143,24 +145,51 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::User(command) => runtime.block_on(user(config, command)),
         Command::Token(command) => runtime.block_on(token(config, command)),
+        Command::Backup { file } => runtime.block_on(backup(config, file)),
     }
 }
 
-fn init_logging(config: &Config) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("OUTPOST_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&config.log_level));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match config.log_format {
-        LogFormat::Json => builder.json().init(),
-        LogFormat::Text => builder.init(),
-    }
+/// Serves until stopped: sockets from the service manager when it passed any, READY once
+/// listening, SIGHUP re-reads the same configuration layers.
+async fn serve(config: Config, overrides: Overrides) -> anyhow::Result<()> {
+    let inherited = outpost::service::inherited_listeners()
+        .context("taking the sockets passed by the service manager")?;
+    let daemon = outpost::start_with(config, inherited).await?;
+    outpost::service::run(daemon, || {
+        config::load(&overrides, |key| std::env::var(key).ok())
+    })
+    .await;
+    Ok(())
 }
 
-async fn serve(config: Config) -> anyhow::Result<()> {
-    let daemon = outpost::start(config).await?;
-    daemon.run_until(outpost::shutdown::signal()).await;
+/// Asks the running daemon for a copy of its store; with no daemon, copies the file itself.
+async fn backup(config: Config, file: PathBuf) -> anyhow::Result<()> {
+    let mut out = std::io::stdout();
+    let through_daemon = outpost::control::request_backup(&config.data_dir, &file)
+        .await
+        .context("asking the running daemon for a backup")?;
+    if let Some(bytes) = through_daemon {
+        writeln!(
+            out,
+            "backed up the running daemon's store to {} ({bytes} bytes)",
+            file.display()
+        )?;
+        return Ok(());
+    }
+    let path = config.data_dir.join(outpost::store::STORE_FILE);
+    if !path.exists() {
+        bail!("no store at {} and no daemon answering", path.display());
+    }
+    let store = open_store(&config).await?;
+    let backup = store.backup_to(&file).await?;
+    writeln!(
+        out,
+        "backed up {} to {} ({} tables, {} rows)",
+        store.path().display(),
+        backup.path.display(),
+        backup.tables,
+        backup.rows
+    )?;
     Ok(())
 }
 

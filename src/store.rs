@@ -5,6 +5,7 @@
 //! Reads run on the blocking pool. No redb call runs on the async runtime's threads.
 
 mod agents;
+mod backup;
 mod executions;
 mod keys;
 mod links;
@@ -15,6 +16,7 @@ mod tables;
 mod users;
 mod writer;
 
+pub use backup::Backup;
 pub use executions::{EventRecord, ExecutionFilter, IdempotencyRecord};
 pub use payments::{NonceClaim, PendingSettlement};
 pub use sessions::HistoryScope;

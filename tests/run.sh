@@ -10,6 +10,11 @@ command -v curl >/dev/null || need+=(curl)
 [ -x /usr/bin/chromium ] || need+=(chromium)
 command -v python3 >/dev/null || need+=(python3)
 python3 -c 'import ensurepip, venv' 2>/dev/null || need+=(python3-venv)
+# The service tests: systemd-analyze and systemd-socket-activate; mDNS runs in a network
+# namespace made with ip (iproute2); the packaging tests parse scripts with sh.
+command -v systemd-analyze >/dev/null || need+=(systemd)
+command -v systemd-socket-activate >/dev/null || need+=(systemd)
+command -v ip >/dev/null || need+=(iproute2)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     apt-get update && apt-get install -y "${need[@]}"

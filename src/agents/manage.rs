@@ -278,7 +278,7 @@ impl Agents {
     }
 
     /// A new definition that keeps the agent's slots, stopped state and identity.
-    fn successor(&self, current: &Agent, config: AgentConfig) -> Agent {
+    pub(super) fn successor(&self, current: &Agent, config: AgentConfig) -> Agent {
         let engine = if config.engine == current.config.engine {
             current.engine.clone()
         } else {
@@ -304,7 +304,7 @@ impl Agents {
 
 /// Moves the slot count from `old` to `new`: more permits at once; fewer as running work
 /// hands its permits back.
-fn resize(shared: &Arc<Shared>, old: usize, new: usize) {
+pub(super) fn resize(shared: &Arc<Shared>, old: usize, new: usize) {
     if new > old {
         shared.slots.add_permits(new - old);
     } else if new < old {

@@ -1,14 +1,20 @@
 //! The one integration-test binary: each module is a capability, each test a real daemon.
 
 mod agents;
+mod backup;
 mod chat;
 mod cli;
 mod engines;
 mod http;
 mod identity;
 mod links;
+mod mdns;
+mod packaging;
 mod paid;
+mod reload;
 mod restart;
+mod service;
 mod sessions;
+mod supervised;
 mod support;
 mod tasks;
