@@ -2,6 +2,7 @@
 //! metrics label) and calls one handler; handlers parse, call one service, render.
 
 mod agents;
+pub mod cache;
 mod chat;
 mod executions;
 mod links;

@@ -37,6 +37,7 @@ struct Inner {
     pool: Pool,
     links: Links,
     paywall: Paywall,
+    read_cache: crate::api::cache::ReadCache,
     started_at: Timestamp,
 }
 
@@ -86,6 +87,7 @@ impl App {
                 metrics,
                 store,
                 config,
+                read_cache: Default::default(),
                 started_at: Timestamp::now(),
             }),
         }
@@ -114,6 +116,9 @@ impl App {
     }
     pub fn chat(&self) -> &Chat {
         &self.inner.chat
+    }
+    pub fn read_cache(&self) -> &crate::api::cache::ReadCache {
+        &self.inner.read_cache
     }
     pub fn pool(&self) -> &Pool {
         &self.inner.pool

@@ -1,7 +1,9 @@
 //! Sessions and history routes, and the agent's activity summary.
 
 use super::{caller_with_scope, Query};
+use crate::agents::Agent;
 use crate::app::App;
+use crate::auth::Caller;
 use crate::chat::HistoryOwner;
 use crate::chat::HistoryPage;
 use crate::error::{ApiError, ApiResult};
@@ -27,6 +29,10 @@ pub async fn list_sessions(app: &App, request: &Request<Incoming>, name: &str) -
             )))
         }
     };
+    let (key, generation) = cache_key(app, "sessions", &agent, &caller, request);
+    if let Some(bytes) = app.read_cache().get(&key, generation) {
+        return Ok(body::with_type(StatusCode::OK, "application/json", bytes));
+    }
     let page = app
         .chat()
         .list_sessions(&agent, &caller, status, query.get("cursor"), query.limit()?)
@@ -36,13 +42,45 @@ pub async fn list_sessions(app: &App, request: &Request<Incoming>, name: &str) -
         sessions: &'a [Session],
         next_cursor: &'a Option<String>,
     }
-    Ok(body::json(
-        StatusCode::OK,
-        &Body {
-            sessions: &page.sessions,
-            next_cursor: &page.next_cursor,
-        },
-    ))
+    let body = Body {
+        sessions: &page.sessions,
+        next_cursor: &page.next_cursor,
+    };
+    Ok(cached(app, key, generation, &body))
+}
+
+/// The read cache's key for this request (route, agent, whose view, query) and the store
+/// generation to tag a fresh answer with, read before any data.
+fn cache_key(
+    app: &App,
+    route: &str,
+    agent: &Agent,
+    caller: &Caller,
+    request: &Request<Incoming>,
+) -> (String, u64) {
+    let generation = app.store().generation();
+    let view = if agent.managed_by(caller) {
+        "*"
+    } else {
+        caller.username.as_str()
+    };
+    let query = request.uri().query().unwrap_or("");
+    (
+        format!("{route}\0{}\0{view}\0{query}", agent.name()),
+        generation,
+    )
+}
+
+/// Serializes a 200 answer, keeps it in the read cache, and returns it.
+fn cached(
+    app: &App,
+    key: String,
+    generation: u64,
+    value: &impl Serialize,
+) -> crate::http::body::Response {
+    let bytes = bytes::Bytes::from(serde_json::to_vec(value).expect("responses serialize"));
+    app.read_cache().put(key, generation, bytes.clone());
+    body::with_type(StatusCode::OK, "application/json", bytes)
 }
 
 /// `GET /api/agents/{name}/chat/sessions/{id}`
@@ -106,11 +144,15 @@ pub async fn persistent_history(app: &App, request: &Request<Incoming>, name: &s
             _ => HistoryOwner::Caller,
         }
     };
+    let (key, generation) = cache_key(app, "history", &agent, &caller, request);
+    if let Some(bytes) = app.read_cache().get(&key, generation) {
+        return Ok(body::with_type(StatusCode::OK, "application/json", bytes));
+    }
     let page = app
         .chat()
         .history(&agent, &caller, owner, query.get("cursor"), query.limit()?)
         .await?;
-    Ok(body::json(StatusCode::OK, &MessagePage::of(&page)))
+    Ok(cached(app, key, generation, &MessagePage::of(&page)))
 }
 
 /// `DELETE /api/agents/{name}/chat/history`
