@@ -39,6 +39,21 @@ async fn users_see_only_their_own_sessions_messages_and_executions() {
         .map(|s| s["id"].as_str().unwrap())
         .collect();
     assert_eq!(ids, [b["session_id"].as_str().unwrap()]);
+    // The same list asked for by each of them (answers are cached per view): their own only.
+    for _ in 0..2 {
+        let ann_list = server
+            .get("/api/agents/echo/chat/sessions", &ann)
+            .await
+            .json();
+        assert_eq!(ann_list["sessions"][0]["id"], ann_session);
+        assert_eq!(ann_list["sessions"].as_array().unwrap().len(), 1);
+        let bob_list = server
+            .get("/api/agents/echo/chat/sessions", &bob)
+            .await
+            .json();
+        assert_eq!(bob_list["sessions"][0]["id"], b["session_id"]);
+        assert_eq!(bob_list["sessions"].as_array().unwrap().len(), 1);
+    }
     server
         .get(
             &format!("/api/agents/echo/chat/sessions/{ann_session}"),
