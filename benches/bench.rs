@@ -10,6 +10,8 @@ mod ceiling;
 mod client;
 #[path = "bench/daemon.rs"]
 mod daemon;
+#[path = "bench/facilitator.rs"]
+mod facilitator;
 #[path = "bench/load.rs"]
 mod load;
 #[path = "bench/paid.rs"]
@@ -27,6 +29,7 @@ use anyhow::Context;
 use ceiling::Ceiling;
 use client::{Call, Conn};
 use daemon::Daemon;
+use facilitator::Facilitator;
 use hyper::StatusCode;
 use load::{Plan, Stats};
 use report::megabytes;
@@ -111,6 +114,8 @@ struct Results {
     tasks: tasks::TaskResults,
     /// x402 payment headers verified per second on one core.
     verifications: f64,
+    /// Sequential unpaid and paid turns on the paid agent.
+    paid_turns: paid::TurnResults,
 }
 
 async fn run() -> anyhow::Result<String> {
@@ -123,14 +128,23 @@ async fn run() -> anyhow::Result<String> {
         Err(_) => DEFAULT_SECONDS,
     };
     let usernames: Vec<String> = (1..=CONNECTIONS).map(|i| format!("bench-{i:02}")).collect();
+    // Started first: the paid agent's config names its port.
+    let facilitator = Facilitator::start().await?;
     progress("starting the daemon");
-    let mut daemon = Daemon::start(&usernames).await?;
-    let measured = measure(&mut daemon, &usernames, Duration::from_secs(seconds)).await;
+    let mut daemon = Daemon::start(&usernames, &facilitator.url).await?;
+    let measured = measure(
+        &mut daemon,
+        &usernames,
+        &facilitator,
+        Duration::from_secs(seconds),
+    )
+    .await;
     if measured.is_err() {
         progress(&format!("daemon log:\n{}", daemon.log_tail()));
     }
     let pid = daemon.pid();
     let stopped = daemon.stop().await;
+    facilitator.stop();
     let results = measured?;
     stopped?;
     Ok(render::render(&results, seconds, pid))
@@ -139,6 +153,7 @@ async fn run() -> anyhow::Result<String> {
 async fn measure(
     daemon: &mut Daemon,
     usernames: &[String],
+    facilitator: &Facilitator,
     duration: Duration,
 ) -> anyhow::Result<Results> {
     let plan = Plan {
@@ -176,6 +191,7 @@ async fn measure(
     let (chat, rss_before_chat_kib, rss_load_kib) =
         chat_throughput(daemon, &plan, &admin, usernames).await?;
     let sequential = sequential_turns(daemon, &admin).await?;
+    let paid_turns = paid::turns(daemon, &admin, facilitator).await?;
     let tasks = tasks::measure(daemon, &admin, duration).await?;
 
     progress_at(daemon, "(f) x402 verification, one core");
@@ -197,6 +213,7 @@ async fn measure(
         store_bytes: daemon.store_bytes(),
         tasks,
         verifications,
+        paid_turns,
     })
 }
 

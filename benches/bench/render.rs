@@ -1,6 +1,8 @@
 //! The table the bench prints from what it measured, and the notes on how it was run.
 
+use crate::daemon::PAID_AGENT;
 use crate::load::Stats;
+use crate::paid;
 use crate::report::{self, megabytes, ms, per_second, Row};
 use crate::{
     Results, CONNECTIONS, RSS_SAMPLE_INTERVAL, SEEDED_SESSIONS, SEEDED_TURNS, SEQUENTIAL_TURNS,
@@ -86,6 +88,7 @@ pub fn render(results: &Results, seconds: u64, pid: u32) -> String {
     queued.met = Some(per_task <= 2048);
     let mut verifications = Row::named("x402 payment verified locally (one core)");
     verifications.rate = per_second(results.verifications, "verifications/s");
+    let paid_turn = paid_row(&results.paid_turns);
 
     let rows = [
         ceiling,
@@ -100,6 +103,7 @@ pub fn render(results: &Results, seconds: u64, pid: u32) -> String {
         queue_start,
         queued,
         verifications,
+        paid_turn,
     ];
     let mut out = report::table(&rows);
     out.push('\n');
@@ -140,6 +144,20 @@ fn how_it_was_run(results: &Results, seconds: u64, pid: u32) -> String {
              session over one connection.",
             report::grouped(SEQUENTIAL_TURNS)
         ),
+        format!(
+            "Paid: agent {PAID_AGENT} (echo, delay_ms = 0) with an x402 offer of 10000 units of \
+             Base Sepolia USDC, settled through a facilitator stub in the bench process on \
+             127.0.0.1 that answers /settle with success at once (no /verify: the daemon \
+             verifies locally); {} unpaid JSON turns by admin on one session of that agent \
+             (unpaid p50 {}, p99 {}), then {} paid turns on one paid visitor session over one \
+             connection, each with a new payment signed before its request (signing not \
+             timed); the added latency is paid p50 − unpaid p50. Each run opens its session \
+             with one untimed turn.",
+            report::grouped(results.paid_turns.unpaid.ok),
+            ms(results.paid_turns.unpaid.percentile(50.0)),
+            ms(results.paid_turns.unpaid.percentile(99.0)),
+            report::grouped(results.paid_turns.paid.ok),
+        ),
         "Restart: after the idle reading the daemon is stopped, the 64 users are added with \
          `outpost user add` (their password hashes stay out of the daemon), and it is started \
          again on the same data dir; every later figure is from that second process."
@@ -157,6 +175,8 @@ fn how_it_was_run(results: &Results, seconds: u64, pid: u32) -> String {
         ("history/persistent", &results.history),
         ("chat turns", &results.chat),
         ("sequential", &results.sequential),
+        ("unpaid turns", &results.paid_turns.unpaid),
+        ("paid turns", &results.paid_turns.paid),
     ];
     for (name, stats) in runs {
         if stats.errors > 0 {
@@ -174,4 +194,19 @@ fn how_it_was_run(results: &Results, seconds: u64, pid: u32) -> String {
         out.push('\n');
     }
     out
+}
+
+/// Paid p50 and p99, and how much later than an unpaid turn the paid one answers at p50.
+fn paid_row(turns: &paid::TurnResults) -> Row {
+    let paid_p50 = turns.paid.percentile(50.0).as_secs_f64();
+    let unpaid_p50 = turns.unpaid.percentile(50.0).as_secs_f64();
+    let mut row = Row::named("paid turn, added latency over unpaid (instant facilitator)");
+    row.rate = format!(
+        "{:+.3} ms at p50 (unpaid p50 {})",
+        (paid_p50 - unpaid_p50) * 1000.0,
+        ms(turns.unpaid.percentile(50.0))
+    );
+    row.p50 = ms(turns.paid.percentile(50.0));
+    row.p99 = ms(turns.paid.percentile(99.0));
+    row
 }
