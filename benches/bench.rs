@@ -10,10 +10,14 @@ mod ceiling;
 mod client;
 #[path = "bench/daemon.rs"]
 mod daemon;
+#[path = "bench/facilitator.rs"]
+mod facilitator;
 #[path = "bench/load.rs"]
 mod load;
 #[path = "bench/paid.rs"]
 mod paid;
+#[path = "bench/render.rs"]
+mod render;
 #[path = "bench/report.rs"]
 mod report;
 #[path = "bench/setup.rs"]
@@ -25,9 +29,10 @@ use anyhow::Context;
 use ceiling::Ceiling;
 use client::{Call, Conn};
 use daemon::Daemon;
+use facilitator::Facilitator;
 use hyper::StatusCode;
 use load::{Plan, Stats};
-use report::{megabytes, ms, per_second, Row};
+use report::megabytes;
 use std::io::Write;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -109,6 +114,8 @@ struct Results {
     tasks: tasks::TaskResults,
     /// x402 payment headers verified per second on one core.
     verifications: f64,
+    /// Sequential unpaid and paid turns on the paid agent.
+    paid_turns: paid::TurnResults,
 }
 
 async fn run() -> anyhow::Result<String> {
@@ -121,22 +128,32 @@ async fn run() -> anyhow::Result<String> {
         Err(_) => DEFAULT_SECONDS,
     };
     let usernames: Vec<String> = (1..=CONNECTIONS).map(|i| format!("bench-{i:02}")).collect();
+    // Started first: the paid agent's config names its port.
+    let facilitator = Facilitator::start().await?;
     progress("starting the daemon");
-    let mut daemon = Daemon::start(&usernames).await?;
-    let measured = measure(&mut daemon, &usernames, Duration::from_secs(seconds)).await;
+    let mut daemon = Daemon::start(&usernames, &facilitator.url).await?;
+    let measured = measure(
+        &mut daemon,
+        &usernames,
+        &facilitator,
+        Duration::from_secs(seconds),
+    )
+    .await;
     if measured.is_err() {
         progress(&format!("daemon log:\n{}", daemon.log_tail()));
     }
     let pid = daemon.pid();
     let stopped = daemon.stop().await;
+    facilitator.stop();
     let results = measured?;
     stopped?;
-    Ok(render(&results, seconds, pid))
+    Ok(render::render(&results, seconds, pid))
 }
 
 async fn measure(
     daemon: &mut Daemon,
     usernames: &[String],
+    facilitator: &Facilitator,
     duration: Duration,
 ) -> anyhow::Result<Results> {
     let plan = Plan {
@@ -174,6 +191,7 @@ async fn measure(
     let (chat, rss_before_chat_kib, rss_load_kib) =
         chat_throughput(daemon, &plan, &admin, usernames).await?;
     let sequential = sequential_turns(daemon, &admin).await?;
+    let paid_turns = paid::turns(daemon, &admin, facilitator).await?;
     let tasks = tasks::measure(daemon, &admin, duration).await?;
 
     progress_at(daemon, "(f) x402 verification, one core");
@@ -195,6 +213,7 @@ async fn measure(
         store_bytes: daemon.store_bytes(),
         tasks,
         verifications,
+        paid_turns,
     })
 }
 
@@ -265,173 +284,4 @@ async fn max_rss(pid: u32, mut stop: oneshot::Receiver<()>) -> u64 {
             () = tokio::time::sleep(RSS_SAMPLE_INTERVAL) => {}
         }
     }
-}
-
-fn render(results: &Results, seconds: u64, pid: u32) -> String {
-    let ceiling_rate = results.ceiling.rate();
-    let timed = |name: &str, stats: &Stats, unit: &str| {
-        let mut row = Row::named(name);
-        row.rate = per_second(stats.rate(), unit);
-        row.p50 = ms(stats.percentile(50.0));
-        row.p99 = ms(stats.percentile(99.0));
-        row
-    };
-    let mut ceiling = timed(
-        "GET / (ceiling: hyper in the bench process)",
-        &results.ceiling,
-        "req/s",
-    );
-    ceiling.of_ceiling = "100 %".into();
-    let share = |stats: &Stats| stats.rate() / ceiling_rate * 100.0;
-
-    let mut sessions = timed("GET chat/sessions (20×20)", &results.sessions, "req/s");
-    let sessions_share = share(&results.sessions);
-    sessions.of_ceiling = format!("{sessions_share:.1} %");
-    sessions.target = "≥ 50 % of ceiling".into();
-    sessions.met = Some(sessions_share >= 50.0);
-
-    let mut history = timed(
-        "GET chat/history/persistent (first 50 of 400)",
-        &results.history,
-        "req/s",
-    );
-    history.of_ceiling = format!("{:.1} %", share(&results.history));
-
-    let mut chat = timed("chat turns, 64 sessions", &results.chat, "turns/s");
-    chat.target = "≥ 2,000 turns/s".into();
-    chat.met = Some(results.chat.rate() >= 2_000.0);
-
-    let seq = &results.sequential;
-    let mut sequential = timed(
-        &format!("chat turn, sequential ({} turns)", report::grouped(seq.ok)),
-        seq,
-        "turns/s",
-    );
-    sequential.target = "p50 ≤ 1 ms, p99 ≤ 5 ms".into();
-    sequential.met = Some(
-        seq.percentile(50.0) <= Duration::from_millis(1)
-            && seq.percentile(99.0) <= Duration::from_millis(5),
-    );
-
-    let mut rss_idle = Row::named("RSS idle (after start and login)");
-    rss_idle.rate = megabytes(results.rss_idle_kib);
-    rss_idle.target = "≤ 15 MB".into();
-    rss_idle.met = Some(results.rss_idle_kib <= 15 * 1024);
-    let mut rss_load = Row::named("RSS under load (max during chat turns)");
-    rss_load.rate = megabytes(results.rss_load_kib);
-
-    let t = &results.tasks;
-    let mut accepted = timed(
-        "task submissions accepted (durable)",
-        &t.accepted,
-        "tasks/s",
-    );
-    accepted.target = "≥ 10,000 tasks/s".into();
-    accepted.met = Some(t.accepted.rate() >= 10_000.0);
-    let mut completed = Row::named("tasks completed, echo delay 0");
-    completed.rate = per_second(t.completed_per_second, "tasks/s");
-    let mut queue_start = Row::named("task queue → start, free workers (histogram bound)");
-    queue_start.p50 = format!("≤ {:.3} ms", t.queue_start_p50 * 1000.0);
-    queue_start.p99 = format!("≤ {:.3} ms", t.queue_start_p99 * 1000.0);
-    queue_start.target = "p50 ≤ 1 ms".into();
-    queue_start.met = Some(t.queue_start_p50 <= 0.001);
-    let per_task =
-        (t.rss_queued_kib.saturating_sub(t.rss_before_queue_kib) * 1024) / t.queued.max(1);
-    let mut queued = Row::named(format!(
-        "RSS with {} queued tasks",
-        report::grouped(t.queued)
-    ));
-    queued.rate = format!("{} (+{per_task} B/task)", megabytes(t.rss_queued_kib));
-    queued.target = "≤ 2 KB per queued task".into();
-    queued.met = Some(per_task <= 2048);
-    let mut verifications = Row::named("x402 payment verified locally (one core)");
-    verifications.rate = per_second(results.verifications, "verifications/s");
-
-    let rows = [
-        ceiling,
-        sessions,
-        history,
-        chat,
-        sequential,
-        rss_idle,
-        rss_load,
-        accepted,
-        completed,
-        queue_start,
-        queued,
-        verifications,
-    ];
-    let mut out = report::table(&rows);
-    out.push('\n');
-    out.push_str(&how_it_was_run(results, seconds, pid));
-    out
-}
-
-fn how_it_was_run(results: &Results, seconds: u64, pid: u32) -> String {
-    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
-    let mut lines = vec![
-        format!(
-            "Run: `BENCH_SECONDS={seconds} cargo bench --bench outpost-bench` (release profile), \
-             outpost {} (pid {pid}), {seconds} s per timed run.",
-            env!("CARGO_PKG_VERSION")
-        ),
-        format!(
-            "Load: {CONNECTIONS} keep-alive HTTP/1.1 connections (hyper client), one request in \
-             flight per connection, over 127.0.0.1; load generator, ceiling server and daemon \
-             share the same {cpus} CPUs."
-        ),
-        format!(
-            "Daemon: plain HTTP, log level warn, agent echo (delay_ms = 0, max_concurrent = 128), \
-             redb store in a temp dir under {}.",
-            std::env::temp_dir().display()
-        ),
-        format!(
-            "Data: admin has {SEEDED_SESSIONS} sessions × {} messages; chat/sessions answers \
-             {} bytes, history/persistent {} bytes (default page of 50); store file {} at \
-             the end.",
-            SEEDED_TURNS * 2,
-            results.sessions_bytes,
-            results.history_bytes,
-            megabytes(results.store_bytes / 1024)
-        ),
-        format!(
-            "Chat: {CONNECTIONS} users (bench-01..bench-64), each with a device token and their \
-             own session, posting with `Accept: application/json`; sequential: {} turns on one \
-             session over one connection.",
-            report::grouped(SEQUENTIAL_TURNS)
-        ),
-        "Restart: after the idle reading the daemon is stopped, the 64 users are added with \
-         `outpost user add` (their password hashes stay out of the daemon), and it is started \
-         again on the same data dir; every later figure is from that second process."
-            .to_string(),
-        format!(
-            "Memory: RSS read from /proc/PID/status every {} ms during the chat run; {} just \
-             before it.",
-            RSS_SAMPLE_INTERVAL.as_millis(),
-            megabytes(results.rss_before_chat_kib)
-        ),
-    ];
-    let runs = [
-        ("ceiling", &results.ceiling),
-        ("chat/sessions", &results.sessions),
-        ("history/persistent", &results.history),
-        ("chat turns", &results.chat),
-        ("sequential", &results.sequential),
-    ];
-    for (name, stats) in runs {
-        if stats.errors > 0 {
-            lines.push(format!(
-                "Errors in {name}: {} of {} requests failed; first: {}",
-                stats.errors,
-                stats.ok + stats.errors,
-                stats.first_error.as_deref().unwrap_or("?")
-            ));
-        }
-    }
-    let mut out = String::new();
-    for line in lines {
-        out.push_str(&line);
-        out.push('\n');
-    }
-    out
 }

@@ -21,6 +21,8 @@ pub struct Call {
     pub token: Option<String>,
     /// A JSON body; `None` sends no body and no content type.
     pub json: Option<Bytes>,
+    /// Further request headers, such as an x402 payment.
+    pub headers: Vec<(&'static str, String)>,
 }
 
 impl Call {
@@ -31,6 +33,7 @@ impl Call {
             path: path.to_string(),
             token: token.map(str::to_string),
             json: None,
+            headers: Vec::new(),
         }
     }
 
@@ -41,7 +44,14 @@ impl Call {
             path: path.to_string(),
             token: token.map(str::to_string),
             json: Some(Bytes::from(body.to_string())),
+            headers: Vec::new(),
         }
+    }
+
+    /// The same request with one more header.
+    pub fn with_header(mut self, name: &'static str, value: String) -> Call {
+        self.headers.push((name, value));
+        self
     }
 }
 
@@ -82,6 +92,9 @@ impl Conn {
             .header(ACCEPT, "application/json");
         if let Some(token) = &call.token {
             request = request.header(AUTHORIZATION, format!("Bearer {token}"));
+        }
+        for (name, value) in &call.headers {
+            request = request.header(*name, value.as_str());
         }
         let body = match &call.json {
             Some(json) => {

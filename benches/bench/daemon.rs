@@ -16,6 +16,8 @@ use tempfile::TempDir;
 pub const ADMIN_PASSWORD: &str = "bench-password-1";
 /// The password of every bench member; they use device tokens, so it is never checked.
 const MEMBER_PASSWORD: &str = "bench-member-password";
+/// The echo agent that takes x402 payments, settled through the bench's facilitator stub.
+pub const PAID_AGENT: &str = "priced";
 /// How long the daemon may take to answer `/healthz`.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long the daemon may take to stop after SIGTERM before it is killed.
@@ -32,14 +34,15 @@ pub struct Daemon {
 impl Daemon {
     /// Writes the config, starts `outpost serve` on an empty data dir (the first start creates
     /// `admin` with [`ADMIN_PASSWORD`]) and waits until `/healthz` answers. The `echo` agent is
-    /// shared with `members`, who are added later by [`Daemon::restart_with_members`].
-    pub async fn start(members: &[String]) -> anyhow::Result<Daemon> {
+    /// shared with `members`, who are added later by [`Daemon::restart_with_members`]; the
+    /// paid agent settles through `facilitator_url`.
+    pub async fn start(members: &[String], facilitator_url: &str) -> anyhow::Result<Daemon> {
         let dir = tempfile::Builder::new().prefix("outpost-bench").tempdir()?;
         let addr = free_port()?;
         let config_path = dir.path().join("outpost.toml");
         std::fs::write(
             &config_path,
-            config_text(addr, &dir.path().join("data"), members),
+            config_text(addr, &dir.path().join("data"), members, facilitator_url),
         )?;
         let mut daemon = Daemon {
             addr,
@@ -223,7 +226,12 @@ fn free_port() -> anyhow::Result<SocketAddr> {
     Ok(listener.local_addr()?)
 }
 
-fn config_text(addr: SocketAddr, data_dir: &Path, users: &[String]) -> String {
+fn config_text(
+    addr: SocketAddr,
+    data_dir: &Path,
+    users: &[String],
+    facilitator_url: &str,
+) -> String {
     let shared: Vec<String> = users.iter().map(|u| format!("{u:?}")).collect();
     format!(
         r#"[server]
@@ -252,9 +260,22 @@ queue_capacity = 1000000
 [agents.parked]
 engine = {{ kind = "echo", delay_ms = 0 }}
 queue_capacity = 1000000
+
+[agents.{PAID_AGENT}]
+engine = {{ kind = "echo", delay_ms = 0 }}
+max_concurrent = 128
+
+[agents.{PAID_AGENT}.paid]
+price = "10000"
+network = "eip155:84532"
+pay_to = "{pay_to}"
+description = "One chat turn with the bench's echo"
+max_timeout_seconds = 300
+facilitator_url = "{facilitator_url}"
 "#,
         data_dir = data_dir.to_string_lossy(),
         shared = shared.join(", "),
+        pay_to = crate::paid::PAYEE,
     )
 }
 

@@ -126,3 +126,48 @@ async fn drive(mut conn: Conn, call: Call, deadline: Instant, limit: u64) -> Con
     result.finished = Instant::now();
     result
 }
+
+/// Sends `count` requests one after another over one new connection, each made by `next`
+/// just before it goes out (outside its timing), and records them as [`run`] does. Stops
+/// early at `limit` or on the first transport error.
+pub async fn sequence(
+    addr: SocketAddr,
+    count: u64,
+    limit: Duration,
+    mut next: impl FnMut() -> anyhow::Result<Call>,
+) -> anyhow::Result<Stats> {
+    let mut conn = Conn::connect(addr).await?;
+    let mut stats = Stats {
+        ok: 0,
+        errors: 0,
+        first_error: None,
+        elapsed: Duration::ZERO,
+        latencies: Vec::with_capacity(count as usize),
+    };
+    let start = Instant::now();
+    for _ in 0..count {
+        if start.elapsed() > limit {
+            break;
+        }
+        let call = next()?;
+        let begun = Instant::now();
+        match conn.send(&call).await {
+            Ok((status, _)) if status.is_success() => stats.latencies.push(begun.elapsed()),
+            Ok((status, body)) => {
+                stats.errors += 1;
+                stats
+                    .first_error
+                    .get_or_insert_with(|| format!("{status}: {}", String::from_utf8_lossy(&body)));
+            }
+            Err(err) => {
+                stats.errors += 1;
+                stats.first_error.get_or_insert_with(|| format!("{err:#}"));
+                break;
+            }
+        }
+    }
+    stats.elapsed = start.elapsed();
+    stats.ok = stats.latencies.len() as u64;
+    stats.latencies.sort_unstable();
+    Ok(stats)
+}
