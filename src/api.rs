@@ -12,6 +12,7 @@ mod sessions;
 mod tasks;
 mod token;
 mod users;
+mod voice;
 
 use crate::app::App;
 use crate::auth::Caller;
@@ -154,6 +155,22 @@ async fn dispatch(
             "/api/agents/{name}/executions/{id}/terminate",
             executions::terminate_execution(app, &request, name, id).await,
         ),
+        (&M::POST, ["api", "agents", name, "voice", "start"]) => (
+            "/api/agents/{name}/voice/start",
+            voice::start_voice(app, request, name).await,
+        ),
+        (&M::POST, ["api", "agents", name, "voice", "stop"]) => (
+            "/api/agents/{name}/voice/stop",
+            voice::stop_voice(app, request, name).await,
+        ),
+        (&M::GET, ["api", "agents", name, "voice", "status"]) => (
+            "/api/agents/{name}/voice/status",
+            voice::voice_status(app, &request, name),
+        ),
+        (&M::GET, ["api", "agents", name, "voice", "ws"]) => (
+            "/api/agents/{name}/voice/ws",
+            voice::voice_socket(app, request, name).await,
+        ),
         _ => ("unmatched", Err(unmatched(&method, &segments))),
     }
 }
@@ -214,6 +231,13 @@ fn is_route_path(segments: &[&str]) -> bool {
             | ["api", "agents", _, "executions", _]
             | ["api", "agents", _, "executions", _, "stream"]
             | ["api", "agents", _, "executions", _, "terminate"]
+            | [
+                "api",
+                "agents",
+                _,
+                "voice",
+                "start" | "stop" | "status" | "ws"
+            ]
     )
 }
 

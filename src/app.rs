@@ -14,6 +14,7 @@ use crate::records::Removed;
 use crate::store::Store;
 use crate::tasks::Pool;
 use crate::users::Users;
+use crate::voice::Voice;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -33,6 +34,7 @@ struct Inner {
     executions: Executions,
     chat: Chat,
     pool: Pool,
+    voice: Voice,
     started_at: Timestamp,
 }
 
@@ -57,8 +59,15 @@ impl App {
             config.workers,
             config.queue_capacity,
         );
+        let voice = Voice::new(
+            config.voice.clone(),
+            chat.clone(),
+            executions.clone(),
+            metrics.clone(),
+        );
         App {
             inner: Arc::new(Inner {
+                voice,
                 agents,
                 users: Users::new(store.clone()),
                 chat,
@@ -99,6 +108,9 @@ impl App {
     }
     pub fn pool(&self) -> &Pool {
         &self.inner.pool
+    }
+    pub fn voice(&self) -> &Voice {
+        &self.inner.voice
     }
     /// Deletes an API agent: no new work reaches it, its queued tasks are dropped, its
     /// running work is stopped and waited for, then it and everything stored for it goes in

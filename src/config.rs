@@ -5,6 +5,10 @@
 //! Layers, later wins: built-in defaults, the file (`--config`, `OUTPOST_CONFIG`, else
 //! `/etc/outpost/outpost.toml` when it exists), `OUTPOST_LISTEN` / `OUTPOST_DATA_DIR`, CLI flags.
 
+mod voice;
+
+pub use voice::{RawVoice, SpeechEngine, VoiceConfig, VoiceMode};
+
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -47,6 +51,7 @@ pub struct RawConfig {
     pub pool: RawPool,
     pub defaults: RawDefaults,
     pub agents: Option<BTreeMap<String, RawAgent>>,
+    pub voice: Option<RawVoice>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -183,8 +188,9 @@ pub struct RawAgent {
     pub timeout: String,
     #[serde(default = "default_agent_queue")]
     pub queue_capacity: usize,
+    /// Unset: true when `[voice]` is configured.
     #[serde(default)]
-    pub voice: bool,
+    pub voice: Option<bool>,
 }
 
 fn default_owner() -> String {
@@ -323,6 +329,8 @@ pub struct Config {
     pub log_level: String,
     pub log_format: LogFormat,
     pub agents: Vec<AgentConfig>,
+    /// `[voice]`; None turns voice off.
+    pub voice: Option<VoiceConfig>,
     /// `OUTPOST_ADMIN_PASSWORD`: the admin password used at first start instead of a random one.
     pub admin_password: Option<Secret>,
 }
@@ -462,11 +470,15 @@ impl Config {
                 ))
             }
         };
+        let voice = raw.voice.map(VoiceConfig::from_raw).transpose()?;
         let agents = match raw.agents {
-            None => vec![default_agent()],
+            None => vec![AgentConfig {
+                voice: voice.is_some(),
+                ..default_agent()
+            }],
             Some(agents) => agents
                 .into_iter()
-                .map(|(name, agent)| agent_from_raw(name, agent))
+                .map(|(name, agent)| agent_from_raw(name, agent, voice.is_some()))
                 .collect::<Result<_, _>>()?,
         };
         Ok(Config {
@@ -496,6 +508,7 @@ impl Config {
             log_level: raw.log.level,
             log_format,
             agents,
+            voice,
             admin_password: None,
         })
     }
@@ -516,7 +529,7 @@ fn default_agent() -> AgentConfig {
     }
 }
 
-fn agent_from_raw(name: String, raw: RawAgent) -> Result<AgentConfig, Error> {
+fn agent_from_raw(name: String, raw: RawAgent, voice_on: bool) -> Result<AgentConfig, Error> {
     let key = |field: &str| format!("agents.{name}.{field}");
     if !valid_agent_name(&name) {
         return Err(invalid(
@@ -554,7 +567,7 @@ fn agent_from_raw(name: String, raw: RawAgent) -> Result<AgentConfig, Error> {
         max_concurrent: raw.max_concurrent,
         timeout,
         queue_capacity: raw.queue_capacity,
-        voice: raw.voice,
+        voice: raw.voice.unwrap_or(voice_on),
         name,
     })
 }
@@ -654,6 +667,20 @@ mod tests {
         check(
             "[agents.a]\nmax_concurrent = 0",
             Err("agents.a.max_concurrent"),
+        );
+        check("[voice]\n", Ok(()));
+        check("[voice]\nmode = \"shout\"", Err("voice.mode"));
+        check(
+            "[voice]\nopus_complexity = 11",
+            Err("voice.opus_complexity"),
+        );
+        check(
+            "[voice]\nmax_duration = \"long\"",
+            Err("voice.max_duration"),
+        );
+        check(
+            "[voice]\nstt = { kind = \"command\", program = \"\" }",
+            Err("voice.stt.program"),
         );
     }
 

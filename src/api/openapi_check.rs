@@ -46,6 +46,10 @@ mod tests {
         ("GET", "/api/agents/{name}/executions/{id}"),
         ("GET", "/api/agents/{name}/executions/{id}/stream"),
         ("POST", "/api/agents/{name}/executions/{id}/terminate"),
+        ("POST", "/api/agents/{name}/voice/start"),
+        ("POST", "/api/agents/{name}/voice/stop"),
+        ("GET", "/api/agents/{name}/voice/status"),
+        ("GET", "/api/agents/{name}/voice/ws"),
     ];
 
     const METHODS: [&str; 8] = [

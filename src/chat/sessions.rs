@@ -117,6 +117,19 @@ impl Chat {
             .ok_or(Error::SessionNotFound)
     }
 
+    /// The caller's active session on `agent`, if there is one.
+    pub async fn active_session_of(
+        &self,
+        agent: &Agent,
+        caller: &Caller,
+    ) -> Result<Option<String>, Error> {
+        let (agent, username) = (agent.name().to_string(), caller.username.clone());
+        Ok(self
+            .store
+            .read(move |r| r.active_session(&agent, &username))
+            .await?)
+    }
+
     /// The newest `limit` messages of a session before `cursor`, oldest first.
     pub async fn messages(
         &self,

@@ -146,6 +146,14 @@ impl Reader {
         get_json(&self.txn.open_table(SESSIONS)?, "sessions", id)
     }
 
+    /// The id of the active session of (agent, user), if any.
+    pub fn active_session(&self, agent: &str, username: &str) -> Result<Option<String>, Error> {
+        let active = self.txn.open_table(ACTIVE_SESSIONS)?;
+        let key = keys::joined(&[agent, username]);
+        let id = active.get(key.as_slice())?.map(|v| v.value().to_string());
+        Ok(id)
+    }
+
     /// Sessions of `agent`, of one user or of everyone, in no particular order.
     pub fn sessions_of(&self, agent: &str, username: Option<&str>) -> Result<Vec<Session>, Error> {
         let by_owner = self.txn.open_table(SESSIONS_BY_OWNER)?;

@@ -10,3 +10,4 @@ mod restart;
 mod sessions;
 mod support;
 mod tasks;
+mod voice;

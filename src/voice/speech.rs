@@ -1,0 +1,99 @@
+//! Speech engines: speech-to-text and text-to-speech requests, one at a time. Engines know
+//! nothing of calls, sessions or HTTP: audio and text in, text and audio out.
+
+use super::audio::{self, Pcm};
+use crate::config::SpeechEngine;
+use std::process::Stdio;
+use std::time::Duration;
+use tokio::io::AsyncWriteExt;
+use tokio::process::Command;
+
+/// The longest a speech request may take.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// What can go wrong asking a speech engine.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("running {program}: {cause}")]
+    Spawn {
+        program: String,
+        cause: std::io::Error,
+    },
+    #[error("{program} exited with {status}")]
+    Failed { program: String, status: String },
+    #[error("the speech engine took longer than {0:?}")]
+    Timeout(Duration),
+    #[error(transparent)]
+    Audio(#[from] audio::Error),
+}
+
+/// True when the engine can be asked (its program exists).
+pub fn ready(engine: &SpeechEngine) -> bool {
+    match engine {
+        SpeechEngine::Command { program, .. } => program_exists(program),
+    }
+}
+
+fn program_exists(program: &str) -> bool {
+    if program.contains('/') {
+        return std::path::Path::new(program).is_file();
+    }
+    std::env::var_os("PATH")
+        .is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(program).is_file()))
+}
+
+/// The text spoken in `pcm`.
+pub async fn transcribe(engine: &SpeechEngine, pcm: Pcm) -> Result<String, Error> {
+    let wav = tokio::task::spawn_blocking(move || audio::to_wav(&pcm))
+        .await
+        .unwrap_or_default();
+    let SpeechEngine::Command { program, args } = engine;
+    let stdout = run(program, args, wav).await?;
+    Ok(String::from_utf8_lossy(&stdout).trim().to_string())
+}
+
+/// `text`, spoken.
+pub async fn synthesize(engine: &SpeechEngine, text: &str) -> Result<Pcm, Error> {
+    let SpeechEngine::Command { program, args } = engine;
+    let stdout = run(program, args, text.as_bytes().to_vec()).await?;
+    let pcm = tokio::task::spawn_blocking(move || audio::from_wav(&stdout))
+        .await
+        .map_err(|_| audio::Error::Wav("reader panicked"))??;
+    Ok(pcm)
+}
+
+/// Runs `program` with `input` on stdin and returns its stdout.
+async fn run(program: &str, args: &[String], input: Vec<u8>) -> Result<Vec<u8>, Error> {
+    let spawn_error = |cause| Error::Spawn {
+        program: program.to_string(),
+        cause,
+    };
+    let mut child = Command::new(program)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(spawn_error)?;
+    let mut stdin = child.stdin.take().expect("stdin is piped");
+    let writer = async move {
+        // A program that stops reading early is its own business; its exit status tells.
+        let _ = stdin.write_all(&input).await;
+    };
+    let output = async {
+        let (_, output) = tokio::join!(writer, child.wait_with_output());
+        output
+    };
+    let output = tokio::time::timeout(REQUEST_TIMEOUT, output)
+        .await
+        .map_err(|_| Error::Timeout(REQUEST_TIMEOUT))?
+        .map_err(spawn_error)?;
+    if !output.status.success() {
+        return Err(Error::Failed {
+            program: program.to_string(),
+            status: output.status.to_string(),
+        });
+    }
+    Ok(output.stdout)
+}
