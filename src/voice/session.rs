@@ -10,7 +10,7 @@ use super::{lock, CallShared, Line, Summary};
 use crate::agents::Agent;
 use crate::chat::Chat;
 use crate::config::{VoiceConfig, VoiceMode};
-use crate::executions::{Executions, Live};
+use crate::executions::{Executions, Live, StopReason};
 use crate::metrics::Metrics;
 use crate::shutdown::Shutdown;
 use std::collections::VecDeque;
@@ -76,9 +76,21 @@ struct Call {
     busy: bool,
     timing: Option<TurnTiming>,
     previous: Option<Arc<Live>>,
+    /// The chat turn whose reply is being spoken, with its session.
+    current: Option<Reply>,
+    /// Rewrites of interrupted replies; waited for before the call says `saved`.
+    keepers: JoinSet<()>,
     undecodable: u32,
     window: (Instant, u32),
     summary: Summary,
+}
+
+/// The chat turn whose reply is being spoken.
+struct Reply {
+    live: Arc<Live>,
+    session_id: String,
+    /// The whole reply, once the turn has finished.
+    text: Option<String>,
 }
 
 struct TurnTiming {
@@ -112,6 +124,8 @@ pub(super) async fn run(
     };
     let (code, reason) = call.serve(&mut inbound).await;
     call.helpers.abort_all();
+    let keepers = async { while call.keepers.join_next().await.is_some() {} };
+    let _ = tokio::time::timeout(Duration::from_secs(5), keepers).await;
     let mut summary = std::mem::take(&mut call.summary);
     summary.duration_seconds = (started.elapsed().as_millis() as f64) / 1000.0;
     if code == close::NORMAL || code == close::DURATION {
@@ -145,6 +159,8 @@ impl Call {
             busy: false,
             timing: None,
             previous: None,
+            current: None,
+            keepers: JoinSet::new(),
             undecodable: 0,
             window: (Instant::now(), 0),
             summary: Summary::default(),
@@ -338,8 +354,15 @@ impl Call {
                 if let Some(timing) = &mut self.timing {
                     timing.execution_id = Some(live.execution_id.clone());
                 }
-                self.context.chat_session_id = Some(session_id);
-                self.previous = Some(live);
+                self.context.chat_session_id = Some(session_id.clone());
+                self.previous = Some(live.clone());
+                // The user message is stored now, the reply when the turn ends.
+                self.summary.messages_saved += 2;
+                self.current = Some(Reply {
+                    live,
+                    session_id,
+                    text: None,
+                });
             }
             Work::FirstToken { .. } => {
                 if let Some(timing) = &mut self.timing {
@@ -347,15 +370,12 @@ impl Call {
                 }
             }
             Work::Speech { pcm, text, .. } => self.enqueue(pcm, text).await,
-            Work::Done { reply, saved, .. } => {
+            Work::Done { reply, .. } => {
                 self.busy = false;
-                self.summary.messages_saved += saved;
                 if let Some(text) = reply {
-                    let line = Line {
-                        role: "assistant",
-                        text: text.clone(),
-                    };
-                    self.summary.transcript.push(line);
+                    if let Some(current) = &mut self.current {
+                        current.text = Some(text.clone());
+                    }
                     let event = Event::Transcript {
                         role: "assistant",
                         text,
@@ -364,7 +384,7 @@ impl Call {
                     self.event(event).await;
                 }
                 if self.queue.is_empty() {
-                    self.set_state("listening", None).await;
+                    self.reply_heard().await;
                 }
             }
             Work::Failed { error, message, .. } => {
@@ -392,12 +412,24 @@ impl Call {
         self.busy = false;
         self.timing = None;
         let spoken_text = std::mem::take(&mut self.spoken).trim().to_string();
-        if !spoken_text.is_empty() {
-            let line = Line {
+        if let Some(Reply {
+            live, session_id, ..
+        }) = self.current.take()
+        {
+            // Only what the caller heard is kept as the reply.
+            live.stop(StopReason::Terminated);
+            self.summary.transcript.push(Line {
                 role: "assistant",
                 text: spoken_text.clone(),
-            };
-            self.summary.transcript.push(line);
+            });
+            let (chat, text) = (self.context.chat.clone(), spoken_text.clone());
+            self.keepers.spawn(async move {
+                live.finished().await;
+                let kept = chat.keep_spoken_reply(&session_id, &live.execution_id, &text);
+                if let Err(err) = kept.await {
+                    tracing::warn!(cause = %err, "keeping the spoken part of a reply failed");
+                }
+            });
         }
         self.event(Event::Interrupted { spoken_text }).await;
         self.set_state("listening", None).await;
@@ -457,11 +489,22 @@ impl Call {
         if self.queue.is_empty() {
             self.clock = None;
             if !self.busy {
-                self.spoken.clear();
-                self.set_state("listening", None).await;
+                self.reply_heard().await;
             }
         }
         Ok(())
+    }
+
+    /// The reply has been heard in full: it stays as stored; listen again.
+    async fn reply_heard(&mut self) {
+        if let Some(text) = self.current.take().and_then(|reply| reply.text) {
+            self.summary.transcript.push(Line {
+                role: "assistant",
+                text,
+            });
+        }
+        self.spoken.clear();
+        self.set_state("listening", None).await;
     }
 
     /// Reports the turn's timings once its first packet went out.

@@ -9,7 +9,7 @@ use crate::agents::Agent;
 use crate::chat::{Chat, Started, TurnRequest};
 use crate::config::VoiceConfig;
 use crate::executions::{Executions, Live};
-use crate::records::{ExecutionKind, ExecutionStatus};
+use crate::records::ExecutionKind;
 use std::sync::Arc;
 use std::time::Instant;
 use tokio::sync::mpsc;
@@ -34,11 +34,10 @@ pub(super) enum Work {
         pcm: Vec<i16>,
         text: Option<String>,
     },
-    /// The turn is over: the full reply and how many messages were stored.
+    /// The turn is over (or had nothing to say): the full reply.
     Done {
         generation: u64,
         reply: Option<String>,
-        saved: u64,
     },
     Failed {
         generation: u64,
@@ -116,7 +115,6 @@ pub(super) async fn echo(samples: Vec<i16>, rate: u32, generation: u64, work: mp
         .send(Work::Done {
             generation,
             reply: None,
-            saved: 0,
         })
         .await;
 }
@@ -169,7 +167,6 @@ async fn turn(context: TurnContext, input: Input) -> Result<(), Failure> {
                 send(Work::Done {
                     generation,
                     reply: None,
-                    saved: 0,
                 })
                 .await;
                 return Ok(());
@@ -217,18 +214,8 @@ async fn turn(context: TurnContext, input: Input) -> Result<(), Failure> {
     let speak = speak(&context, sentences_rx);
     let ((), ()) = tokio::join!(generate, speak);
     let execution = live.finished().await;
-    let saved = if execution.status == ExecutionStatus::Running {
-        0
-    } else {
-        2
-    };
     let reply = execution.response.filter(|r| !r.is_empty());
-    send(Work::Done {
-        generation,
-        reply,
-        saved,
-    })
-    .await;
+    send(Work::Done { generation, reply }).await;
     Ok(())
 }
 

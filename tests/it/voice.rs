@@ -435,3 +435,118 @@ async fn a_spoken_turn_becomes_a_voice_chat_turn_spoken_back() {
         .json();
     assert_eq!(execution["kind"], "voice", "{execution}");
 }
+
+#[tokio::test]
+async fn speech_during_the_reply_stops_it_and_keeps_only_what_was_said() {
+    let reply = "One fish. Two fish. Red fish. Blue fish. This reply goes on for a good while yet.";
+    let stt = command("sh", &["-c", &format!("cat > /dev/null; echo '{reply}'")]);
+    let server = TestServer::with(voice_server(VoiceMode::Pipeline, |v| {
+        v.stt = Some(stt);
+        v.tts = Some(command("espeak-ng", &["--stdout"]));
+    }))
+    .await;
+    let token = server.admin().await;
+    let started = start(&server, &token, json!({})).await;
+    let socket = connect(&server, started["websocket_url"].as_str().unwrap(), None)
+        .await
+        .unwrap();
+    let (mut reader, mut writer) = socket.split(tokio::io::split);
+    let question = packets(&speech("Tell me about fish.").await, 1000);
+    let interruption = packets(&speech("Stop, stop, please stop talking now.").await, 0);
+    let (heard_tx, mut heard_rx) = tokio::sync::mpsc::unbounded_channel::<Option<Value>>();
+    let read = async move {
+        let mut ignore = |_: Frame<'_>| async { Ok::<_, fastwebsockets::WebSocketError>(()) };
+        while let Ok(frame) = reader.read_frame(&mut ignore).await {
+            let item = match frame.opcode {
+                OpCode::Binary => None,
+                OpCode::Text => Some(serde_json::from_slice(&frame.payload).unwrap()),
+                OpCode::Close => Some(json!({"type": "close"})),
+                _ => continue,
+            };
+            let _ = heard_tx.send(item);
+        }
+        // The script decides when the test is over.
+        std::future::pending::<()>().await;
+    };
+    let script = async move {
+        let send = |packet: Vec<u8>| Frame::binary(Payload::Owned(packet));
+        for packet in question {
+            writer.write_frame(send(packet)).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        // Keep sending silence until the reply has played for a while.
+        let silence = packets(&[], 20).remove(0);
+        let mut events = Vec::new();
+        let mut audio = 0;
+        while audio < 40 {
+            match heard_rx.try_recv() {
+                Ok(None) => audio += 1,
+                Ok(Some(event)) => events.push(event),
+                Err(_) => {
+                    writer.write_frame(send(silence.clone())).await.unwrap();
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+        }
+        for packet in interruption {
+            writer.write_frame(send(packet)).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            while let Ok(item) = heard_rx.try_recv() {
+                match item {
+                    None => audio += 1,
+                    Some(event) => events.push(event),
+                }
+            }
+        }
+        let end = Payload::Owned(json!({"type": "end"}).to_string().into_bytes());
+        writer.write_frame(Frame::text(end)).await.unwrap();
+        let mut after = 0;
+        let mut interrupted = events.iter().any(|e| e["type"] == "interrupted");
+        while let Some(item) = heard_rx.recv().await {
+            match item {
+                None if interrupted => after += 1,
+                None => audio += 1,
+                Some(event) => {
+                    interrupted |= event["type"] == "interrupted";
+                    let close = event["type"] == "close";
+                    events.push(event);
+                    if close {
+                        break;
+                    }
+                }
+            }
+        }
+        (events, audio, after)
+    };
+    let (events, audio, after) = tokio::select! {
+        done = tokio::time::timeout(Duration::from_secs(30), script) => done.unwrap(),
+        () = read => unreachable!(),
+    };
+    let interrupted: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["type"] == "interrupted")
+        .collect();
+    assert_eq!(interrupted.len(), 1, "{events:?}");
+    let spoken = interrupted[0]["spoken_text"].as_str().unwrap();
+    assert!(
+        !spoken.is_empty() && reply.starts_with(spoken),
+        "{spoken:?}"
+    );
+    assert!(spoken.len() < reply.len(), "{spoken:?}");
+    assert!(audio >= 40);
+    // Counted from when the client saw `interrupted`: nothing of the old reply follows.
+    assert_eq!(after, 0, "{events:?}");
+    let saved: Vec<&Value> = events.iter().filter(|e| e["type"] == "saved").collect();
+    assert_eq!(saved[0]["messages_saved"], 2, "{events:?}");
+
+    let sessions = server
+        .get("/api/agents/echo/chat/sessions", &token)
+        .await
+        .json();
+    let session_id = sessions["sessions"][0]["id"].as_str().unwrap();
+    let path = format!("/api/agents/echo/chat/sessions/{session_id}");
+    let messages = server.get(&path, &token).await.json()["messages"].clone();
+    assert_eq!(messages[0]["content"], reply, "{messages}");
+    assert_eq!(messages[1]["role"], "assistant");
+    assert_eq!(messages[1]["content"], spoken, "{messages}");
+}
