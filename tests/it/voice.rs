@@ -1,181 +1,14 @@
 //! Voice calls end to end: real speech (espeak-ng) encoded with libopus, sent over a real
 //! WebSocket to a daemon on 127.0.0.1, and the Opus packets and events that come back.
 
+mod client;
+
 use crate::support::*;
-use fastwebsockets::{Frame, OpCode, Payload, WebSocket};
-use hyper::body::Bytes;
-use outpost::config::{Config, SpeechEngine, VoiceConfig, VoiceMode};
-use outpost::voice::audio;
+use client::*;
+use fastwebsockets::{Frame, OpCode, Payload};
+use outpost::config::VoiceMode;
 use serde_json::{json, Value};
-use std::future::Future;
-use std::time::{Duration, Instant};
-use tokio::net::TcpStream;
-
-/// Says `text` with espeak-ng, at 16 kHz.
-async fn speech(text: &str) -> Vec<i16> {
-    let output = tokio::process::Command::new("espeak-ng")
-        .args(["--stdout", text])
-        .output()
-        .await
-        .expect("espeak-ng runs (tests/run.sh installs it)");
-    let pcm = audio::from_wav(&output.stdout).unwrap();
-    audio::resample(&pcm, 16_000).unwrap()
-}
-
-/// 20 ms Opus packets of `samples` (16 kHz), then `silence_ms` of silence.
-fn packets(samples: &[i16], silence_ms: usize) -> Vec<Vec<u8>> {
-    let mut encoder =
-        opus::Encoder::new(16_000, opus::Channels::Mono, opus::Application::Voip).unwrap();
-    let mut all = samples.to_vec();
-    all.resize(samples.len() + silence_ms * 16, 0);
-    all.chunks(320)
-        .map(|chunk| {
-            let mut frame = chunk.to_vec();
-            frame.resize(320, 0);
-            encoder.encode_vec(&frame, 1275).unwrap()
-        })
-        .collect()
-}
-
-fn energy(packets: &[Vec<u8>], rate: u32) -> f64 {
-    let mut decoder = opus::Decoder::new(rate, opus::Channels::Mono).unwrap();
-    let mut pcm = vec![0i16; 5760];
-    let mut sum = 0f64;
-    let mut samples = 0usize;
-    for packet in packets {
-        let n = decoder.decode(packet, &mut pcm, false).unwrap();
-        sum += pcm[..n].iter().map(|s| (*s as f64).powi(2)).sum::<f64>();
-        samples += n;
-    }
-    (sum / samples.max(1) as f64).sqrt()
-}
-
-fn voice_server(
-    mode: VoiceMode,
-    adjust: impl FnOnce(&mut VoiceConfig),
-) -> impl FnOnce(&mut Config) {
-    move |config: &mut Config| {
-        let mut voice = VoiceConfig {
-            mode,
-            ..VoiceConfig::default()
-        };
-        adjust(&mut voice);
-        config.voice = Some(voice);
-        for agent in &mut config.agents {
-            agent.voice = true;
-        }
-    }
-}
-
-struct Spawner;
-
-impl<Fut> hyper::rt::Executor<Fut> for Spawner
-where
-    Fut: Future + Send + 'static,
-    Fut::Output: Send + 'static,
-{
-    fn execute(&self, fut: Fut) {
-        tokio::spawn(fut);
-    }
-}
-
-type Socket = WebSocket<hyper_util::rt::TokioIo<hyper::upgrade::Upgraded>>;
-
-/// Opens the socket at `path_and_query`; the status of a refusal otherwise.
-async fn connect(server: &TestServer, path: &str, token: Option<&str>) -> Result<Socket, u16> {
-    let stream = TcpStream::connect(server.addr).await.unwrap();
-    let mut request = hyper::Request::get(path)
-        .header("host", server.addr.to_string())
-        .header("upgrade", "websocket")
-        .header("connection", "upgrade")
-        .header(
-            "sec-websocket-key",
-            fastwebsockets::handshake::generate_key(),
-        )
-        .header("sec-websocket-version", "13");
-    if let Some(token) = token {
-        request = request.header("authorization", format!("Bearer {token}"));
-    }
-    let request = request.body(http_body_util::Empty::<Bytes>::new()).unwrap();
-    match fastwebsockets::handshake::client(&Spawner, request, stream).await {
-        Ok((socket, _)) => Ok(socket),
-        Err(fastwebsockets::WebSocketError::InvalidStatusCode(status)) => Err(status),
-        Err(err) => panic!("handshake: {err}"),
-    }
-}
-
-/// What came back on a call.
-#[derive(Default)]
-struct Heard {
-    packets: Vec<(Instant, Vec<u8>)>,
-    events: Vec<Value>,
-    close: Option<u16>,
-}
-
-impl Heard {
-    fn events_of(&self, kind: &str) -> Vec<&Value> {
-        self.events.iter().filter(|e| e["type"] == kind).collect()
-    }
-}
-
-/// Sends `packets` in real time, then `after` as text frames, and reads until the server
-/// closes or `limit` passes.
-async fn call(socket: Socket, packets: Vec<Vec<u8>>, after: Vec<Value>, limit: Duration) -> Heard {
-    let (mut reader, mut writer) = socket.split(tokio::io::split);
-    let send = async move {
-        let start = Instant::now();
-        for (i, packet) in packets.into_iter().enumerate() {
-            tokio::time::sleep_until((start + Duration::from_millis(20 * i as u64)).into()).await;
-            if writer
-                .write_frame(Frame::binary(Payload::Owned(packet)))
-                .await
-                .is_err()
-            {
-                return;
-            }
-        }
-        for message in after {
-            let text = Payload::Owned(message.to_string().into_bytes());
-            let _ = writer.write_frame(Frame::text(text)).await;
-        }
-        std::future::pending::<()>().await;
-    };
-    let read = async move {
-        let mut heard = Heard::default();
-        let mut ignore = |_: Frame<'_>| async { Ok::<_, fastwebsockets::WebSocketError>(()) };
-        while let Ok(frame) = reader.read_frame(&mut ignore).await {
-            match frame.opcode {
-                OpCode::Binary => heard.packets.push((Instant::now(), frame.payload.to_vec())),
-                OpCode::Text => heard
-                    .events
-                    .push(serde_json::from_slice(&frame.payload).unwrap()),
-                OpCode::Close => {
-                    heard.close = Some(u16::from_be_bytes([frame.payload[0], frame.payload[1]]));
-                    break;
-                }
-                _ => {}
-            }
-        }
-        heard
-    };
-    tokio::select! {
-        heard = tokio::time::timeout(limit, read) => heard.expect("the call ended in time"),
-        () = send => unreachable!(),
-    }
-}
-
-async fn start(server: &TestServer, token: &str, body: Value) -> Value {
-    let reply = server
-        .post("/api/agents/echo/voice/start", token, body)
-        .await;
-    assert_eq!(
-        reply.status,
-        201,
-        "{}",
-        String::from_utf8_lossy(&reply.body)
-    );
-    reply.json()
-}
+use std::time::Duration;
 
 #[tokio::test]
 async fn echo_mode_plays_each_utterance_back_in_real_time() {
@@ -343,13 +176,6 @@ async fn status_start_and_stop_follow_the_configuration() {
         )
         .await
         .assert_error(404, "not_found");
-}
-
-fn command(program: &str, args: &[&str]) -> SpeechEngine {
-    SpeechEngine::Command {
-        program: program.into(),
-        args: args.iter().map(|a| a.to_string()).collect(),
-    }
 }
 
 #[tokio::test]
@@ -549,4 +375,81 @@ async fn speech_during_the_reply_stops_it_and_keeps_only_what_was_said() {
     assert_eq!(messages[0]["content"], reply, "{messages}");
     assert_eq!(messages[1]["role"], "assistant");
     assert_eq!(messages[1]["content"], spoken, "{messages}");
+}
+
+#[tokio::test]
+async fn a_device_token_with_scope_voice_calls_by_bearer_until_the_daemon_stops() {
+    let server = TestServer::with(voice_server(VoiceMode::Echo, |_| {})).await;
+    let admin = server.admin().await;
+    let device = |scope: &'static str| {
+        let body = json!({"username": "admin", "scope": scope});
+        let server = &server;
+        let admin = admin.clone();
+        async move {
+            let reply = server.post("/api/tokens", &admin, body).await;
+            reply.json()["access_token"].as_str().unwrap().to_string()
+        }
+    };
+    let chat_only = device("chat").await;
+    server
+        .post("/api/agents/echo/voice/start", &chat_only, json!({}))
+        .await
+        .assert_error(403, "forbidden");
+    let speaker = device("voice").await;
+    let started = start(&server, &speaker, json!({})).await;
+    let id = started["voice_session_id"].as_str().unwrap();
+    let url = format!("/api/agents/echo/voice/ws?voice_session_id={id}");
+    assert_eq!(
+        connect(&server, &url, Some(&chat_only)).await.err(),
+        Some(403)
+    );
+    let mut socket = connect(&server, &url, Some(&speaker)).await.unwrap();
+    let ping = Payload::Owned(br#"{"type":"ping"}"#.to_vec());
+    socket.write_frame(Frame::text(ping)).await.unwrap();
+    let stopping = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        server.stop().await;
+    });
+    let (events, code) = read_to_close(&mut socket).await;
+    assert_eq!(code, Some(1001), "{events:?}");
+    assert!(events.iter().any(|e| e["type"] == "pong"), "{events:?}");
+    assert_eq!(events.last().unwrap()["state"], "ended", "{events:?}");
+    stopping.await.unwrap();
+}
+
+#[tokio::test]
+async fn undecodable_packets_end_the_call_with_4008() {
+    let server = TestServer::with(voice_server(VoiceMode::Echo, |_| {})).await;
+    let token = server.admin().await;
+    let started = start(&server, &token, json!({})).await;
+    let mut socket = connect(&server, started["websocket_url"].as_str().unwrap(), None)
+        .await
+        .unwrap();
+    for _ in 0..20 {
+        let oversized = Payload::Owned(vec![0x78; 1300]);
+        socket.write_frame(Frame::binary(oversized)).await.unwrap();
+    }
+    let (events, code) = read_to_close(&mut socket).await;
+    assert_eq!(code, Some(4008), "{events:?}");
+}
+
+#[tokio::test]
+async fn a_call_past_max_duration_is_warned_then_closed_with_4009() {
+    let server = TestServer::with(voice_server(VoiceMode::Echo, |v| {
+        v.max_duration = Duration::from_secs(1)
+    }))
+    .await;
+    let token = server.admin().await;
+    let started = start(&server, &token, json!({})).await;
+    assert_eq!(started["max_duration_s"], 1);
+    let mut socket = connect(&server, started["websocket_url"].as_str().unwrap(), None)
+        .await
+        .unwrap();
+    let (events, code) = read_to_close(&mut socket).await;
+    assert_eq!(code, Some(4009), "{events:?}");
+    assert!(
+        events.iter().any(|e| e["reason"] == "time_warning"),
+        "{events:?}"
+    );
+    assert!(events.iter().any(|e| e["type"] == "saved"), "{events:?}");
 }
