@@ -237,7 +237,9 @@ impl Voice {
         };
         let voice_session_id = crate::ids::new_id();
         let mut calls = lock(&self.inner.calls);
-        calls.retain(|_, call| !ended(call) || call.started.elapsed() < ENDED_KEPT);
+        calls.retain(|_, call| {
+            !stale(call) && (!ended(call) || call.started.elapsed() < ENDED_KEPT)
+        });
         let open = calls.values().filter(|call| !ended(call));
         let (all, mine) = open.fold((0, 0), |(all, mine), call| {
             (
@@ -268,6 +270,10 @@ impl Voice {
                 }),
             },
         );
+        let open = calls.values().filter(|call| !ended(call)).count();
+        self.inner
+            .metrics
+            .set_gauge("outpost_voice_calls".into(), open as i64);
         drop(calls);
         let ticket = self.issue_ticket(&voice_session_id);
         Ok(Started {
@@ -323,7 +329,7 @@ impl Voice {
         if caller.is_some_and(|c| c.username != call.username) {
             return Err(Error::NotYours);
         }
-        if call.attached || ended(call) {
+        if call.attached || ended(call) || stale(call) {
             return Err(Error::Taken);
         }
         call.attached = true;
@@ -364,6 +370,8 @@ impl Voice {
             }
         };
         let shared = context.shared.clone();
+        // Weak: the task lives in this service's own set and must not keep it alive.
+        let voice = Arc::downgrade(&self.inner);
         let call = session::run(context, inbound_rx, outbound_tx);
         let mut tasks = lock(&self.inner.tasks);
         while tasks.try_join_next().is_some() {}
@@ -371,7 +379,18 @@ impl Voice {
             let (summary, ()) = tokio::join!(call, socket);
             *lock(&shared.state) = "ended";
             shared.summary.send_replace(Some(summary));
+            if let Some(inner) = voice.upgrade() {
+                Voice { inner }.count_open();
+            }
         });
+    }
+
+    fn count_open(&self) {
+        let calls = lock(&self.inner.calls);
+        let open = calls.values().filter(|call| !ended(call)).count();
+        self.inner
+            .metrics
+            .set_gauge("outpost_voice_calls".into(), open as i64);
     }
 
     /// Ends a call (owner or the agent's manager) and returns what it left behind.
@@ -435,6 +454,11 @@ impl Voice {
             .is_ok_and(|next| next.is_some())
         {}
     }
+}
+
+/// A call whose socket never came within a ticket's lifetime.
+fn stale(call: &Call) -> bool {
+    !call.attached && call.started.elapsed() > TICKET_TTL
 }
 
 fn ended(call: &Call) -> bool {

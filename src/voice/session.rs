@@ -82,7 +82,21 @@ struct Call {
     keepers: JoinSet<()>,
     undecodable: u32,
     window: (Instant, u32),
+    counts: Counts,
     summary: Summary,
+}
+
+/// Packets of one call, logged when it ends.
+#[derive(Debug, Default)]
+struct Counts {
+    packets_in: u64,
+    packets_out: u64,
+    /// Undecodable or oversized.
+    invalid: u64,
+    /// Over the rate limit, ignored.
+    dropped: u64,
+    /// Sent later than their due time plus one frame (the loop fell behind).
+    late: u64,
 }
 
 /// The chat turn whose reply is being spoken.
@@ -123,6 +137,13 @@ pub(super) async fn run(
         }
     };
     let (code, reason) = call.serve(&mut inbound).await;
+    tracing::info!(
+        call = %call.context.voice_session_id,
+        code,
+        reason = %reason,
+        counts = ?call.counts,
+        "voice call ended"
+    );
     call.helpers.abort_all();
     let keepers = async { while call.keepers.join_next().await.is_some() {} };
     let _ = tokio::time::timeout(Duration::from_secs(5), keepers).await;
@@ -163,6 +184,7 @@ impl Call {
             keepers: JoinSet::new(),
             undecodable: 0,
             window: (Instant::now(), 0),
+            counts: Counts::default(),
             summary: Summary::default(),
         })
     }
@@ -220,9 +242,7 @@ impl Call {
             return Err((close::LIMIT, "more than 60 packets per second".into()));
         }
         if self.window.1 > PACKETS_PER_SECOND {
-            self.context
-                .metrics
-                .observe("outpost_voice_dropped_packet", Duration::ZERO);
+            self.counts.dropped += 1;
             return Ok(());
         }
         let decoded = if packet.is_empty() || packet.len() > MAX_PACKET_BYTES {
@@ -233,7 +253,9 @@ impl Call {
         self.context
             .metrics
             .observe("outpost_voice_decode_seconds", now.elapsed());
+        self.counts.packets_in += 1;
         let Some(pcm) = decoded else {
+            self.counts.invalid += 1;
             self.undecodable += 1;
             if self.undecodable >= UNDECODABLE_IN_A_ROW {
                 return Err((close::LIMIT, "20 undecodable packets in a row".into()));
@@ -465,6 +487,10 @@ impl Call {
         let now = Instant::now();
         let (start, sent) = match self.clock {
             Some((start, sent)) if now <= start + FRAME * sent => (start, sent),
+            Some((start, sent)) if now <= start + FRAME * (sent + 1) => {
+                self.counts.late += 1;
+                (start, sent)
+            }
             // First packet, or the queue ran dry for a while: restart the clock.
             _ => (now, 0),
         };
@@ -481,6 +507,7 @@ impl Call {
             .metrics
             .observe("outpost_voice_encode_seconds", now.elapsed());
         let packet = encoded.map_err(|err| (1011, err.to_string()))?;
+        self.counts.packets_out += 1;
         self.outbound
             .send(Outbound::Audio(packet))
             .await
