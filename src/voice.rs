@@ -5,6 +5,7 @@
 
 pub mod audio;
 pub mod opus;
+mod playback;
 mod session;
 mod speech;
 mod turn;

@@ -3,6 +3,7 @@
 //! audio, `voice/stop` and shutdown. Audio leaves in 20 ms Opus packets paced in real time.
 
 use super::opus::{Decoder, Encoder, MAX_PACKET_BYTES};
+use super::playback::Playback;
 use super::turn::{self, Input, TurnContext, Work};
 use super::vad::{Heard, Vad};
 use super::wire::{close, ClientMessage, Event, Inbound, Outbound, Timings};
@@ -13,7 +14,6 @@ use crate::config::{VoiceConfig, VoiceMode};
 use crate::executions::{Executions, Live, StopReason};
 use crate::metrics::Metrics;
 use crate::shutdown::Shutdown;
-use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
@@ -22,9 +22,6 @@ use tokio::time::sleep_until;
 
 /// Rate of the audio the detector and the speech-to-text engine hear.
 pub const LISTEN_RATE: u32 = 16_000;
-const FRAME: Duration = Duration::from_millis(20);
-/// How far ahead of real time packets may be sent.
-const LEAD: Duration = Duration::from_millis(100);
 const UNDECODABLE_IN_A_ROW: u32 = 20;
 const PACKETS_PER_SECOND: u32 = 60;
 const IDLE: Duration = Duration::from_secs(30);
@@ -49,12 +46,6 @@ pub(super) struct Context {
 /// Why the loop ended: a close code and its reason.
 type Ending = (u16, String);
 
-/// A 20 ms frame waiting to be sent, with the text it starts speaking, if any.
-struct Queued {
-    pcm: Vec<i16>,
-    text: Option<String>,
-}
-
 /// The state of one call.
 struct Call {
     context: Context,
@@ -62,11 +53,7 @@ struct Call {
     decoder: Decoder,
     encoder: Encoder,
     vad: Vad,
-    queue: VecDeque<Queued>,
-    /// When packet 0 of the current run of speech was due, and how many went since.
-    clock: Option<(Instant, u32)>,
-    /// Text whose audio has started playing in the current reply.
-    spoken: String,
+    playback: Playback,
     /// Echo work and the turn in flight; dropping it aborts them.
     helpers: JoinSet<()>,
     work_tx: mpsc::Sender<Work>,
@@ -168,11 +155,9 @@ impl Call {
             decoder: Decoder::new(LISTEN_RATE)?,
             encoder: Encoder::new(context.sample_rate, context.config.opus_complexity)?,
             vad: Vad::new(context.config.min_speech_ms, context.config.end_silence_ms),
+            playback: Playback::new(context.sample_rate as usize / 50),
             context,
             outbound,
-            queue: VecDeque::new(),
-            clock: None,
-            spoken: String::new(),
             helpers: JoinSet::new(),
             work_tx,
             work_rx,
@@ -198,7 +183,7 @@ impl Call {
         let mut last_heard = Instant::now();
         self.set_state("listening", None).await;
         loop {
-            let due = self.next_due();
+            let due = self.playback.due();
             let result = tokio::select! {
                 biased;
                 _ = shutdown.wait() => return (close::GOING_AWAY, "server shutting down".into()),
@@ -391,7 +376,7 @@ impl Call {
                     timing.first_token_at = Some(Instant::now());
                 }
             }
-            Work::Speech { pcm, text, .. } => self.enqueue(pcm, text).await,
+            Work::Speech { pcm, text, .. } => self.playback.push(&pcm, text),
             Work::Done { reply, .. } => {
                 self.busy = false;
                 if let Some(text) = reply {
@@ -405,14 +390,14 @@ impl Call {
                     };
                     self.event(event).await;
                 }
-                if self.queue.is_empty() {
+                if self.playback.is_empty() {
                     self.reply_heard().await;
                 }
             }
             Work::Failed { error, message, .. } => {
                 self.busy = false;
                 self.event(Event::error(error, message)).await;
-                if self.queue.is_empty() {
+                if self.playback.is_empty() {
                     self.set_state("listening", None).await;
                 }
             }
@@ -422,18 +407,16 @@ impl Call {
 
     /// True while the agent is answering: audio queued or a turn in flight.
     fn speaking(&self) -> bool {
-        !self.queue.is_empty() || self.busy
+        !self.playback.is_empty() || self.busy
     }
 
     /// Stops the audio now, drops pending synthesis and listens again.
     async fn barge_in(&mut self) -> Result<(), Ending> {
-        self.queue.clear();
-        self.clock = None;
         self.helpers.abort_all();
         self.generation += 1;
         self.busy = false;
         self.timing = None;
-        let spoken_text = std::mem::take(&mut self.spoken).trim().to_string();
+        let spoken_text = self.playback.stop();
         if let Some(Reply {
             live, session_id, ..
         }) = self.current.take()
@@ -458,54 +441,19 @@ impl Call {
         Ok(())
     }
 
-    async fn enqueue(&mut self, pcm: Vec<i16>, text: Option<String>) {
-        let frame_samples = self.encoder.frame_samples;
-        let mut text = text;
-        for chunk in pcm.chunks(frame_samples) {
-            self.queue.push_back(Queued {
-                pcm: chunk.to_vec(),
-                text: text.take(),
-            });
-        }
-    }
-
-    /// When the next packet is due: `LEAD` ahead of real time.
-    fn next_due(&self) -> Option<Instant> {
-        if self.queue.is_empty() {
-            return None;
-        }
-        Some(match self.clock {
-            None => Instant::now(),
-            Some((start, sent)) => (start + FRAME * sent).checked_sub(LEAD).unwrap_or(start),
-        })
-    }
-
     async fn send_packet(&mut self) -> Result<(), Ending> {
-        let Some(frame) = self.queue.pop_front() else {
+        let Some(frame) = self.playback.next() else {
             return Ok(());
         };
-        let now = Instant::now();
-        let (start, sent) = match self.clock {
-            Some((start, sent)) if now <= start + FRAME * sent => (start, sent),
-            Some((start, sent)) if now <= start + FRAME * (sent + 1) => {
-                self.counts.late += 1;
-                (start, sent)
-            }
-            // First packet, or the queue ran dry for a while: restart the clock.
-            _ => (now, 0),
-        };
-        self.clock = Some((start, sent + 1));
-        if sent == 0 && self.spoken.is_empty() {
+        if frame.starts_reply {
             self.set_state("speaking", None).await;
         }
-        if let Some(text) = frame.text {
-            self.spoken.push_str(&text);
-            self.spoken.push(' ');
-        }
+        self.counts.late += u64::from(frame.late);
+        let started = Instant::now();
         let encoded = self.encoder.encode(&frame.pcm);
         self.context
             .metrics
-            .observe("outpost_voice_encode_seconds", now.elapsed());
+            .observe("outpost_voice_encode_seconds", started.elapsed());
         let packet = encoded.map_err(|err| (1011, err.to_string()))?;
         self.counts.packets_out += 1;
         self.outbound
@@ -513,11 +461,8 @@ impl Call {
             .await
             .map_err(|_| (close::NORMAL, "client gone".to_string()))?;
         self.first_audio_sent().await;
-        if self.queue.is_empty() {
-            self.clock = None;
-            if !self.busy {
-                self.reply_heard().await;
-            }
+        if self.playback.is_empty() && !self.busy {
+            self.reply_heard().await;
         }
         Ok(())
     }
@@ -530,7 +475,7 @@ impl Call {
                 text,
             });
         }
-        self.spoken.clear();
+        self.playback.reply_done();
         self.set_state("listening", None).await;
     }
 
