@@ -165,7 +165,7 @@ async fn dispatch(
         ),
         (&M::GET, ["api", "agents", name, "voice", "status"]) => (
             "/api/agents/{name}/voice/status",
-            voice::voice_status(app, &request, name),
+            voice::voice_status(app, &request, name).await,
         ),
         (&M::GET, ["api", "agents", name, "voice", "ws"]) => (
             "/api/agents/{name}/voice/ws",

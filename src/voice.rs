@@ -185,7 +185,7 @@ impl Voice {
     }
 
     /// Why calls cannot start now, if they cannot.
-    pub fn unavailable(&self, agent: &Agent) -> Option<String> {
+    pub async fn unavailable(&self, agent: &Agent) -> Option<String> {
         let Some(config) = &self.inner.config else {
             return Some("no [voice] section in the configuration".into());
         };
@@ -196,10 +196,11 @@ impl Voice {
             for (name, engine) in [("stt", &config.stt), ("tts", &config.tts)] {
                 match engine {
                     None => return Some(format!("voice.{name} is not configured")),
-                    Some(engine) if !speech::ready(engine) => {
-                        return Some(format!("the voice.{name} engine is not reachable"))
+                    Some(engine) => {
+                        if !speech::ready(engine).await {
+                            return Some(format!("the voice.{name} engine is not reachable"));
+                        }
                     }
-                    Some(_) => {}
                 }
             }
         }
@@ -213,7 +214,7 @@ impl Voice {
         agent: Arc<Agent>,
         request: StartRequest,
     ) -> Result<Started, Error> {
-        if let Some(reason) = self.unavailable(&agent) {
+        if let Some(reason) = self.unavailable(&agent).await {
             return Err(Error::Unavailable(reason));
         }
         let config = self.inner.config.clone().expect("checked above");

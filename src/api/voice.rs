@@ -58,11 +58,11 @@ pub async fn stop_voice(app: &App, request: Request<Incoming>, name: &str) -> Ap
 }
 
 /// `GET /api/agents/{name}/voice/status`
-pub fn voice_status(app: &App, request: &Request<Incoming>, name: &str) -> ApiResult {
+pub async fn voice_status(app: &App, request: &Request<Incoming>, name: &str) -> ApiResult {
     let caller = caller_with_scope(app, request, "voice")?;
     let agent = app.agents().visible(&caller, name)?;
     let voice = app.voice();
-    let reason = voice.unavailable(&agent);
+    let reason = voice.unavailable(&agent).await;
     let config = voice.config();
     let engine = |engine: Option<&crate::config::SpeechEngine>| {
         json!({

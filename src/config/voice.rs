@@ -47,12 +47,21 @@ pub enum SpeechEngine {
         #[serde(default)]
         args: Vec<String>,
     },
+    /// A Wyoming server (`wyoming-faster-whisper`, `wyoming-piper`, …) at `tcp://host:port`.
+    Wyoming {
+        uri: String,
+        #[serde(default)]
+        language: Option<String>,
+        #[serde(default)]
+        voice: Option<String>,
+    },
 }
 
 impl SpeechEngine {
     pub fn kind(&self) -> &'static str {
         match self {
             SpeechEngine::Command { .. } => "command",
+            SpeechEngine::Wyoming { .. } => "wyoming",
         }
     }
 }
@@ -98,10 +107,14 @@ impl VoiceConfig {
             }
         };
         for (key, engine) in [("voice.stt", &raw.stt), ("voice.tts", &raw.tts)] {
-            if let Some(SpeechEngine::Command { program, .. }) = engine {
-                if program.trim().is_empty() {
+            match engine {
+                Some(SpeechEngine::Command { program, .. }) if program.trim().is_empty() => {
                     return Err(invalid(format!("{key}.program"), "must not be empty"));
                 }
+                Some(SpeechEngine::Wyoming { uri, .. }) if !uri.starts_with("tcp://") => {
+                    return Err(invalid(format!("{key}.uri"), "must be tcp://host:port"));
+                }
+                _ => {}
             }
         }
         if raw.max_sessions == 0 || raw.max_per_user == 0 {

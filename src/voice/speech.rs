@@ -1,6 +1,8 @@
 //! Speech engines: speech-to-text and text-to-speech requests, one at a time. Engines know
 //! nothing of calls, sessions or HTTP: audio and text in, text and audio out.
 
+mod wyoming;
+
 use super::audio::{self, Pcm};
 use crate::config::SpeechEngine;
 use std::process::Stdio;
@@ -23,14 +25,20 @@ pub enum Error {
     Failed { program: String, status: String },
     #[error("the speech engine took longer than {0:?}")]
     Timeout(Duration),
+    #[error("wyoming: {0}")]
+    Protocol(String),
     #[error(transparent)]
     Audio(#[from] audio::Error),
 }
 
-/// True when the engine can be asked (its program exists).
-pub fn ready(engine: &SpeechEngine) -> bool {
+/// True when the engine can be asked (its program exists, its server answers `describe`).
+pub async fn ready(engine: &SpeechEngine) -> bool {
     match engine {
         SpeechEngine::Command { program, .. } => program_exists(program),
+        SpeechEngine::Wyoming { uri, .. } => {
+            let described = tokio::time::timeout(Duration::from_secs(3), wyoming::describe(uri));
+            matches!(described.await, Ok(Ok(_)))
+        }
     }
 }
 
@@ -44,22 +52,41 @@ fn program_exists(program: &str) -> bool {
 
 /// The text spoken in `pcm`.
 pub async fn transcribe(engine: &SpeechEngine, pcm: Pcm) -> Result<String, Error> {
+    let (program, args) = match engine {
+        SpeechEngine::Command { program, args } => (program, args),
+        SpeechEngine::Wyoming { uri, language, .. } => {
+            let request = wyoming::transcribe(uri, language.as_deref(), &pcm);
+            return timed(request).await;
+        }
+    };
     let wav = tokio::task::spawn_blocking(move || audio::to_wav(&pcm))
         .await
         .unwrap_or_default();
-    let SpeechEngine::Command { program, args } = engine;
     let stdout = run(program, args, wav).await?;
     Ok(String::from_utf8_lossy(&stdout).trim().to_string())
 }
 
 /// `text`, spoken.
 pub async fn synthesize(engine: &SpeechEngine, text: &str) -> Result<Pcm, Error> {
-    let SpeechEngine::Command { program, args } = engine;
+    let (program, args) = match engine {
+        SpeechEngine::Command { program, args } => (program, args),
+        SpeechEngine::Wyoming { uri, voice, .. } => {
+            return timed(wyoming::synthesize(uri, voice.as_deref(), text)).await;
+        }
+    };
     let stdout = run(program, args, text.as_bytes().to_vec()).await?;
     let pcm = tokio::task::spawn_blocking(move || audio::from_wav(&stdout))
         .await
         .map_err(|_| audio::Error::Wav("reader panicked"))??;
     Ok(pcm)
+}
+
+async fn timed<T>(
+    request: impl std::future::Future<Output = Result<T, Error>>,
+) -> Result<T, Error> {
+    tokio::time::timeout(REQUEST_TIMEOUT, request)
+        .await
+        .map_err(|_| Error::Timeout(REQUEST_TIMEOUT))?
 }
 
 /// Runs `program` with `input` on stdin and returns its stdout.

@@ -2,6 +2,7 @@
 //! WebSocket to a daemon on 127.0.0.1, and the Opus packets and events that come back.
 
 mod client;
+mod wyoming;
 
 use crate::support::*;
 use client::*;
@@ -452,4 +453,62 @@ async fn a_call_past_max_duration_is_warned_then_closed_with_4009() {
         "{events:?}"
     );
     assert!(events.iter().any(|e| e["type"] == "saved"), "{events:?}");
+}
+
+#[tokio::test]
+async fn wyoming_engines_transcribe_and_speak_a_turn() {
+    let said = "Hello from the Wyoming side.";
+    let uri = wyoming::serve(said).await;
+    let wyoming_engine = |uri: &str| outpost::config::SpeechEngine::Wyoming {
+        uri: uri.to_string(),
+        language: Some("en".into()),
+        voice: None,
+    };
+    let (stt, tts) = (wyoming_engine(&uri), wyoming_engine(&uri));
+    let server = TestServer::with(voice_server(VoiceMode::Pipeline, |v| {
+        v.stt = Some(stt);
+        v.tts = Some(tts);
+    }))
+    .await;
+    let token = server.admin().await;
+    let status = server
+        .get("/api/agents/echo/voice/status", &token)
+        .await
+        .json();
+    assert_eq!(status["available"], true, "{status}");
+    assert_eq!(status["engines"]["stt"]["kind"], "wyoming");
+    let started = start(&server, &token, json!({"sample_rate": 24000})).await;
+    let socket = connect(&server, started["websocket_url"].as_str().unwrap(), None)
+        .await
+        .unwrap();
+    let packets = packets(&speech("Hello there, Wyoming.").await, 4000);
+    let heard = call(
+        socket,
+        packets,
+        vec![json!({"type": "end"})],
+        Duration::from_secs(20),
+    );
+    let heard = heard.await;
+    let transcripts: Vec<&str> = heard
+        .events_of("transcript")
+        .iter()
+        .map(|e| e["text"].as_str().unwrap())
+        .collect();
+    assert_eq!(transcripts, vec![said, said], "{:?}", heard.events);
+    let audio: Vec<Vec<u8>> = heard.packets.iter().map(|(_, p)| p.clone()).collect();
+    assert!(audio.len() > 25, "{} packets", audio.len());
+    assert!(energy(&audio, 24_000) > 100.0);
+
+    let closed = TestServer::with(voice_server(VoiceMode::Pipeline, |v| {
+        v.stt = Some(wyoming_engine("tcp://127.0.0.1:9"));
+        v.tts = Some(wyoming_engine("tcp://127.0.0.1:9"));
+    }))
+    .await;
+    let token = closed.admin().await;
+    let status = closed
+        .get("/api/agents/echo/voice/status", &token)
+        .await
+        .json();
+    assert_eq!(status["available"], false, "{status}");
+    assert!(status["reason"].as_str().unwrap().contains("not reachable"));
 }

@@ -1,0 +1,60 @@
+//! A small Wyoming server for tests: `describe` ⇒ `info`, a transcription that always hears
+//! the same words, and speech made by espeak-ng at its own rate (22 050 Hz).
+
+use serde_json::{json, Value};
+use std::net::SocketAddr;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{TcpListener, TcpStream};
+
+/// Serves until the test ends; returns its `tcp://` URI.
+pub async fn serve(heard: &'static str) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr: SocketAddr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            tokio::spawn(connection(stream, heard));
+        }
+    });
+    format!("tcp://{addr}")
+}
+
+async fn send(stream: &mut BufReader<TcpStream>, kind: &str, data: Value, payload: &[u8]) {
+    // The data goes after the header line, as real servers send it.
+    let data = data.to_string();
+    let header = json!({"type": kind, "data_length": data.len(), "payload_length": payload.len()});
+    let mut bytes = format!("{header}\n{data}").into_bytes();
+    bytes.extend_from_slice(payload);
+    stream.get_mut().write_all(&bytes).await.unwrap();
+}
+
+async fn connection(stream: TcpStream, heard: &'static str) {
+    let mut stream = BufReader::new(stream);
+    let mut line = String::new();
+    while stream.read_line(&mut line).await.unwrap_or(0) > 0 {
+        let header: Value = serde_json::from_str(&line).unwrap();
+        line.clear();
+        let mut payload = vec![0; header["payload_length"].as_u64().unwrap_or(0) as usize];
+        stream.read_exact(&mut payload).await.unwrap();
+        match header["type"].as_str().unwrap() {
+            "describe" => send(&mut stream, "info", json!({"asr": [], "tts": []}), &[]).await,
+            "audio-stop" => send(&mut stream, "transcript", json!({"text": heard}), &[]).await,
+            "synthesize" => {
+                let text = header["data"]["text"].as_str().unwrap().to_string();
+                let wav = tokio::process::Command::new("espeak-ng")
+                    .args(["--stdout", &text])
+                    .output()
+                    .await
+                    .unwrap()
+                    .stdout;
+                let pcm = &wav[44..];
+                let format = json!({"rate": 22050, "width": 2, "channels": 1});
+                send(&mut stream, "audio-start", format.clone(), &[]).await;
+                for chunk in pcm.chunks(4096) {
+                    send(&mut stream, "audio-chunk", format.clone(), chunk).await;
+                }
+                send(&mut stream, "audio-stop", json!({}), &[]).await;
+            }
+            _ => {}
+        }
+    }
+}
