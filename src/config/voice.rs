@@ -47,6 +47,18 @@ pub enum SpeechEngine {
         #[serde(default)]
         args: Vec<String>,
     },
+    /// OpenAI-compatible `/audio/transcriptions` and `/audio/speech` (plain `http://`).
+    #[serde(rename = "openai")]
+    OpenAi {
+        base_url: String,
+        model: String,
+        #[serde(default)]
+        api_key: Option<String>,
+        #[serde(default)]
+        language: Option<String>,
+        #[serde(default)]
+        voice: Option<String>,
+    },
     /// A Wyoming server (`wyoming-faster-whisper`, `wyoming-piper`, …) at `tcp://host:port`.
     Wyoming {
         uri: String,
@@ -62,6 +74,7 @@ impl SpeechEngine {
         match self {
             SpeechEngine::Command { .. } => "command",
             SpeechEngine::Wyoming { .. } => "wyoming",
+            SpeechEngine::OpenAi { .. } => "openai",
         }
     }
 }
@@ -110,6 +123,9 @@ impl VoiceConfig {
             match engine {
                 Some(SpeechEngine::Command { program, .. }) if program.trim().is_empty() => {
                     return Err(invalid(format!("{key}.program"), "must not be empty"));
+                }
+                Some(SpeechEngine::OpenAi { base_url, .. }) if !base_url.starts_with("http://") => {
+                    return Err(invalid(format!("{key}.base_url"), "must be an http:// URL"));
                 }
                 Some(SpeechEngine::Wyoming { uri, .. }) if !uri.starts_with("tcp://") => {
                     return Err(invalid(format!("{key}.uri"), "must be tcp://host:port"));

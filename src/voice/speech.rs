@@ -1,6 +1,7 @@
 //! Speech engines: speech-to-text and text-to-speech requests, one at a time. Engines know
 //! nothing of calls, sessions or HTTP: audio and text in, text and audio out.
 
+mod openai;
 mod wyoming;
 
 use super::audio::{self, Pcm};
@@ -35,6 +36,7 @@ pub enum Error {
 pub async fn ready(engine: &SpeechEngine) -> bool {
     match engine {
         SpeechEngine::Command { program, .. } => program_exists(program),
+        SpeechEngine::OpenAi { .. } => reachable(engine).await,
         SpeechEngine::Wyoming { uri, .. } => {
             let described = tokio::time::timeout(Duration::from_secs(3), wyoming::describe(uri));
             matches!(described.await, Ok(Ok(_)))
@@ -58,6 +60,13 @@ pub async fn transcribe(engine: &SpeechEngine, pcm: Pcm) -> Result<String, Error
             let request = wyoming::transcribe(uri, language.as_deref(), &pcm);
             return timed(request).await;
         }
+        SpeechEngine::OpenAi { language, .. } => {
+            let endpoint = endpoint(engine).expect("an openai engine");
+            let wav = tokio::task::spawn_blocking(move || audio::to_wav(&pcm))
+                .await
+                .unwrap_or_default();
+            return timed(openai::transcribe(&endpoint, language.as_deref(), wav)).await;
+        }
     };
     let wav = tokio::task::spawn_blocking(move || audio::to_wav(&pcm))
         .await
@@ -73,12 +82,40 @@ pub async fn synthesize(engine: &SpeechEngine, text: &str) -> Result<Pcm, Error>
         SpeechEngine::Wyoming { uri, voice, .. } => {
             return timed(wyoming::synthesize(uri, voice.as_deref(), text)).await;
         }
+        SpeechEngine::OpenAi { voice, .. } => {
+            let endpoint = endpoint(engine).expect("an openai engine");
+            return timed(openai::synthesize(&endpoint, voice.as_deref(), text)).await;
+        }
     };
     let stdout = run(program, args, text.as_bytes().to_vec()).await?;
     let pcm = tokio::task::spawn_blocking(move || audio::from_wav(&stdout))
         .await
         .map_err(|_| audio::Error::Wav("reader panicked"))??;
     Ok(pcm)
+}
+
+fn endpoint(engine: &SpeechEngine) -> Option<openai::Endpoint<'_>> {
+    match engine {
+        SpeechEngine::OpenAi {
+            base_url,
+            model,
+            api_key,
+            ..
+        } => Some(openai::Endpoint {
+            base_url,
+            model,
+            api_key: api_key.as_deref(),
+        }),
+        _ => None,
+    }
+}
+
+async fn reachable(engine: &SpeechEngine) -> bool {
+    let Some(endpoint) = endpoint(engine) else {
+        return false;
+    };
+    let probe = tokio::time::timeout(Duration::from_secs(3), endpoint.reachable());
+    probe.await.unwrap_or(false)
 }
 
 async fn timed<T>(

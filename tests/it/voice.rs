@@ -2,6 +2,7 @@
 //! WebSocket to a daemon on 127.0.0.1, and the Opus packets and events that come back.
 
 mod client;
+mod openai;
 mod wyoming;
 
 use crate::support::*;
@@ -511,4 +512,51 @@ async fn wyoming_engines_transcribe_and_speak_a_turn() {
         .json();
     assert_eq!(status["available"], false, "{status}");
     assert!(status["reason"].as_str().unwrap().contains("not reachable"));
+}
+
+#[tokio::test]
+async fn openai_speech_endpoints_transcribe_and_speak_a_turn() {
+    let said = "Hello from the OpenAI side.";
+    let base_url = openai::serve(said).await;
+    let engine = |base_url: &str| outpost::config::SpeechEngine::OpenAi {
+        base_url: base_url.to_string(),
+        model: "whisper-1".into(),
+        api_key: Some("sk-local".into()),
+        language: Some("en".into()),
+        voice: Some("alloy".into()),
+    };
+    let (stt, tts) = (engine(&base_url), engine(&base_url));
+    let server = TestServer::with(voice_server(VoiceMode::Pipeline, |v| {
+        v.stt = Some(stt);
+        v.tts = Some(tts);
+    }))
+    .await;
+    let token = server.admin().await;
+    let status = server
+        .get("/api/agents/echo/voice/status", &token)
+        .await
+        .json();
+    assert_eq!(status["available"], true, "{status}");
+    assert_eq!(status["engines"]["tts"]["kind"], "openai");
+    let started = start(&server, &token, json!({"sample_rate": 48000})).await;
+    let socket = connect(&server, started["websocket_url"].as_str().unwrap(), None)
+        .await
+        .unwrap();
+    let packets = packets(&speech("Hello there, OpenAI.").await, 4000);
+    let heard = call(
+        socket,
+        packets,
+        vec![json!({"type": "end"})],
+        Duration::from_secs(20),
+    );
+    let heard = heard.await;
+    let transcripts: Vec<&str> = heard
+        .events_of("transcript")
+        .iter()
+        .map(|e| e["text"].as_str().unwrap())
+        .collect();
+    assert_eq!(transcripts, vec![said, said], "{:?}", heard.events);
+    let audio: Vec<Vec<u8>> = heard.packets.iter().map(|(_, p)| p.clone()).collect();
+    assert!(audio.len() > 25, "{} packets", audio.len());
+    assert!(energy(&audio, 48_000) > 100.0);
 }
