@@ -117,6 +117,7 @@ struct Call {
     username: String,
     chat_session_id: Option<String>,
     sample_rate: u32,
+    preferences: speech::Preferences,
     started_at: Timestamp,
     started: Instant,
     attached: bool,
@@ -227,6 +228,15 @@ impl Voice {
         if request.frame_ms.is_some_and(|ms| ms != 20) {
             return Err(Error::Invalid("frame_ms is 20".into()));
         }
+        for (field, name) in [("voice", &request.voice), ("language", &request.language)] {
+            if name
+                .as_deref()
+                .is_some_and(|name| !speech::valid_name(name))
+            {
+                let rule = "1-64 letters, digits, '-', '_' or '.'";
+                return Err(Error::Invalid(format!("{field} is {rule}")));
+            }
+        }
         let chat_session_id = match request.session_id {
             Some(id) => {
                 let session = self.inner.chat.session(&agent, caller, &id).await?;
@@ -262,6 +272,10 @@ impl Voice {
                 username: caller.username.clone(),
                 chat_session_id: chat_session_id.clone(),
                 sample_rate,
+                preferences: speech::Preferences {
+                    voice: request.voice,
+                    language: request.language,
+                },
                 started_at: Timestamp::now(),
                 started: Instant::now(),
                 attached: false,
@@ -363,6 +377,7 @@ impl Voice {
                 username: call.username.clone(),
                 chat_session_id: call.chat_session_id.clone(),
                 sample_rate: call.sample_rate,
+                preferences: call.preferences.clone(),
                 started: call.started,
                 shared: call.shared.clone(),
                 chat: self.inner.chat.clone(),

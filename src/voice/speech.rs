@@ -32,6 +32,22 @@ pub enum Error {
     Audio(#[from] audio::Error),
 }
 
+/// A call's own choice of voice and language, over the engine's configured ones.
+#[derive(Clone, Debug, Default)]
+pub struct Preferences {
+    pub voice: Option<String>,
+    pub language: Option<String>,
+}
+
+/// True for a voice or language name a client may pass on (`en`, `en_US-joe-medium`).
+pub fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
 /// True when the engine can be asked (its program exists, its server answers `describe`).
 pub async fn ready(engine: &SpeechEngine) -> bool {
     match engine {
@@ -53,11 +69,16 @@ fn program_exists(program: &str) -> bool {
 }
 
 /// The text spoken in `pcm`.
-pub async fn transcribe(engine: &SpeechEngine, pcm: Pcm) -> Result<String, Error> {
+pub async fn transcribe(
+    engine: &SpeechEngine,
+    preferences: &Preferences,
+    pcm: Pcm,
+) -> Result<String, Error> {
+    let chosen = preferences.language.as_deref();
     let (program, args) = match engine {
         SpeechEngine::Command { program, args } => (program, args),
         SpeechEngine::Wyoming { uri, language, .. } => {
-            let request = wyoming::transcribe(uri, language.as_deref(), &pcm);
+            let request = wyoming::transcribe(uri, chosen.or(language.as_deref()), &pcm);
             return timed(request).await;
         }
         SpeechEngine::OpenAi { language, .. } => {
@@ -65,7 +86,8 @@ pub async fn transcribe(engine: &SpeechEngine, pcm: Pcm) -> Result<String, Error
             let wav = tokio::task::spawn_blocking(move || audio::to_wav(&pcm))
                 .await
                 .unwrap_or_default();
-            return timed(openai::transcribe(&endpoint, language.as_deref(), wav)).await;
+            let language = chosen.or(language.as_deref());
+            return timed(openai::transcribe(&endpoint, language, wav)).await;
         }
     };
     let wav = tokio::task::spawn_blocking(move || audio::to_wav(&pcm))
@@ -76,15 +98,22 @@ pub async fn transcribe(engine: &SpeechEngine, pcm: Pcm) -> Result<String, Error
 }
 
 /// `text`, spoken.
-pub async fn synthesize(engine: &SpeechEngine, text: &str) -> Result<Pcm, Error> {
+pub async fn synthesize(
+    engine: &SpeechEngine,
+    preferences: &Preferences,
+    text: &str,
+) -> Result<Pcm, Error> {
+    let chosen = preferences.voice.as_deref();
     let (program, args) = match engine {
         SpeechEngine::Command { program, args } => (program, args),
         SpeechEngine::Wyoming { uri, voice, .. } => {
-            return timed(wyoming::synthesize(uri, voice.as_deref(), text)).await;
+            let voice = chosen.or(voice.as_deref());
+            return timed(wyoming::synthesize(uri, voice, text)).await;
         }
         SpeechEngine::OpenAi { voice, .. } => {
             let endpoint = endpoint(engine).expect("an openai engine");
-            return timed(openai::synthesize(&endpoint, voice.as_deref(), text)).await;
+            let voice = chosen.or(voice.as_deref());
+            return timed(openai::synthesize(&endpoint, voice, text)).await;
         }
     };
     let stdout = run(program, args, text.as_bytes().to_vec()).await?;

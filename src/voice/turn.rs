@@ -83,6 +83,7 @@ pub(super) struct TurnContext {
     pub username: String,
     pub chat_session_id: Option<String>,
     pub sample_rate: u32,
+    pub preferences: speech::Preferences,
     pub chat: Chat,
     pub executions: Executions,
     /// The call's previous turn: the next one starts after it has finished.
@@ -156,13 +157,15 @@ async fn turn(context: TurnContext, input: Input) -> Result<(), Failure> {
                 sample_rate: LISTEN_RATE,
                 samples,
             };
-            let text = speech::transcribe(stt, pcm).await.map_err(|err| {
-                tracing::warn!(cause = %err, "speech-to-text failed");
-                (
-                    "stt_failed",
-                    "speech-to-text failed; the cause is in the server log".into(),
-                )
-            })?;
+            let text = speech::transcribe(stt, &context.preferences, pcm)
+                .await
+                .map_err(|err| {
+                    tracing::warn!(cause = %err, "speech-to-text failed");
+                    (
+                        "stt_failed",
+                        "speech-to-text failed; the cause is in the server log".into(),
+                    )
+                })?;
             if text.is_empty() {
                 send(Work::Done {
                     generation,
@@ -256,7 +259,7 @@ async fn speak(context: &TurnContext, mut sentences: mpsc::Receiver<String>) {
         return;
     };
     while let Some(sentence) = sentences.recv().await {
-        let pcm = match speech::synthesize(tts, &sentence).await {
+        let pcm = match speech::synthesize(tts, &context.preferences, &sentence).await {
             Ok(pcm) => pcm,
             Err(err) => {
                 tracing::warn!(cause = %err, "text-to-speech failed");

@@ -153,6 +153,14 @@ async fn status_start_and_stop_follow_the_configuration() {
         )
         .await
         .assert_error(422, "invalid_field");
+    server
+        .post(
+            "/api/agents/echo/voice/start",
+            &token,
+            json!({"voice": "../x y"}),
+        )
+        .await
+        .assert_error(422, "invalid_field");
     let status = server
         .get("/api/agents/echo/voice/status", &token)
         .await
@@ -459,7 +467,7 @@ async fn a_call_past_max_duration_is_warned_then_closed_with_4009() {
 #[tokio::test]
 async fn wyoming_engines_transcribe_and_speak_a_turn() {
     let said = "Hello from the Wyoming side.";
-    let uri = wyoming::serve(said).await;
+    let (uri, seen) = wyoming::serve(said).await;
     let wyoming_engine = |uri: &str| outpost::config::SpeechEngine::Wyoming {
         uri: uri.to_string(),
         language: Some("en".into()),
@@ -478,7 +486,8 @@ async fn wyoming_engines_transcribe_and_speak_a_turn() {
         .json();
     assert_eq!(status["available"], true, "{status}");
     assert_eq!(status["engines"]["stt"]["kind"], "wyoming");
-    let started = start(&server, &token, json!({"sample_rate": 24000})).await;
+    let choice = json!({"sample_rate": 24000, "voice": "en_US-joe-medium", "language": "de"});
+    let started = start(&server, &token, choice).await;
     let socket = connect(&server, started["websocket_url"].as_str().unwrap(), None)
         .await
         .unwrap();
@@ -499,6 +508,12 @@ async fn wyoming_engines_transcribe_and_speak_a_turn() {
     let audio: Vec<Vec<u8>> = heard.packets.iter().map(|(_, p)| p.clone()).collect();
     assert!(audio.len() > 25, "{} packets", audio.len());
     assert!(energy(&audio, 24_000) > 100.0);
+    let seen = seen.lock().unwrap().clone();
+    assert!(seen.contains(&"language=de".to_string()), "{seen:?}");
+    assert!(
+        seen.contains(&"voice=en_US-joe-medium".to_string()),
+        "{seen:?}"
+    );
 
     let closed = TestServer::with(voice_server(VoiceMode::Pipeline, |v| {
         v.stt = Some(wyoming_engine("tcp://127.0.0.1:9"));

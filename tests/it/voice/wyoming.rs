@@ -3,19 +3,25 @@
 
 use serde_json::{json, Value};
 use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+/// What the server was asked for: `language=…` and `voice=…` lines.
+pub type Seen = Arc<Mutex<Vec<String>>>;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 
-/// Serves until the test ends; returns its `tcp://` URI.
-pub async fn serve(heard: &'static str) -> String {
+/// Serves until the test ends; returns its `tcp://` URI and what it was asked for.
+pub async fn serve(heard: &'static str) -> (String, Seen) {
+    let seen = Seen::default();
+    let seen_by_server = seen.clone();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr: SocketAddr = listener.local_addr().unwrap();
     tokio::spawn(async move {
         while let Ok((stream, _)) = listener.accept().await {
-            tokio::spawn(connection(stream, heard));
+            tokio::spawn(connection(stream, heard, seen_by_server.clone()));
         }
     });
-    format!("tcp://{addr}")
+    (format!("tcp://{addr}"), seen)
 }
 
 async fn send(stream: &mut BufReader<TcpStream>, kind: &str, data: Value, payload: &[u8]) {
@@ -27,7 +33,7 @@ async fn send(stream: &mut BufReader<TcpStream>, kind: &str, data: Value, payloa
     stream.get_mut().write_all(&bytes).await.unwrap();
 }
 
-async fn connection(stream: TcpStream, heard: &'static str) {
+async fn connection(stream: TcpStream, heard: &'static str, seen: Seen) {
     let mut stream = BufReader::new(stream);
     let mut line = String::new();
     while stream.read_line(&mut line).await.unwrap_or(0) > 0 {
@@ -36,10 +42,16 @@ async fn connection(stream: TcpStream, heard: &'static str) {
         let mut payload = vec![0; header["payload_length"].as_u64().unwrap_or(0) as usize];
         stream.read_exact(&mut payload).await.unwrap();
         match header["type"].as_str().unwrap() {
+            "transcribe" => {
+                let language = header["data"]["language"].as_str().unwrap_or("");
+                seen.lock().unwrap().push(format!("language={language}"));
+            }
             "describe" => send(&mut stream, "info", json!({"asr": [], "tts": []}), &[]).await,
             "audio-stop" => send(&mut stream, "transcript", json!({"text": heard}), &[]).await,
             "synthesize" => {
                 let text = header["data"]["text"].as_str().unwrap().to_string();
+                let voice = header["data"]["voice"]["name"].as_str().unwrap_or("");
+                seen.lock().unwrap().push(format!("voice={voice}"));
                 let wav = tokio::process::Command::new("espeak-ng")
                     .args(["--stdout", &text])
                     .output()
