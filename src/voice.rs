@@ -208,6 +208,14 @@ impl Voice {
         None
     }
 
+    /// The voices a speech engine offers, or None when it is not ready.
+    pub async fn describe(
+        &self,
+        engine: Option<&crate::config::SpeechEngine>,
+    ) -> Option<Vec<String>> {
+        speech::describe(engine?).await
+    }
+
     /// Registers a call and hands out its ticket.
     pub async fn start(
         &self,

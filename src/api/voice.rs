@@ -64,19 +64,20 @@ pub async fn voice_status(app: &App, request: &Request<Incoming>, name: &str) ->
     let voice = app.voice();
     let reason = voice.unavailable(&agent).await;
     let config = voice.config();
-    let engine = |engine: Option<&crate::config::SpeechEngine>| {
-        json!({
-            "kind": engine.map(|e| e.kind()),
-            "ready": engine.is_some() && reason.is_none(),
-        })
-    };
-    let mut tts = engine(config.and_then(|c| c.tts.as_ref()));
-    tts["voices"] = json!([]);
+    let stt = config.and_then(|c| c.stt.as_ref());
+    let tts = config.and_then(|c| c.tts.as_ref());
+    let (stt_ready, tts_described) = tokio::join!(voice.describe(stt), voice.describe(tts));
+    let stt = json!({"kind": stt.map(|e| e.kind()), "ready": stt_ready.is_some()});
+    let tts = json!({
+        "kind": tts.map(|e| e.kind()),
+        "ready": tts_described.is_some(),
+        "voices": tts_described.unwrap_or_default(),
+    });
     let mut status = json!({
         "enabled": config.is_some() && agent.config.voice,
         "available": reason.is_none(),
         "mode": config.map(|c| if c.mode == crate::config::VoiceMode::Echo { "echo" } else { "pipeline" }),
-        "engines": {"stt": engine(config.and_then(|c| c.stt.as_ref())), "tts": tts},
+        "engines": {"stt": stt, "tts": tts},
         "sessions": voice.calls(&caller, &agent),
         "limits": {
             "max_duration_s": config.map(|c| c.max_duration.as_secs()),

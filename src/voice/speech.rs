@@ -50,12 +50,18 @@ pub fn valid_name(name: &str) -> bool {
 
 /// True when the engine can be asked (its program exists, its server answers `describe`).
 pub async fn ready(engine: &SpeechEngine) -> bool {
+    describe(engine).await.is_some()
+}
+
+/// The voices the engine offers (empty when it does not say), or None when it is not ready.
+pub async fn describe(engine: &SpeechEngine) -> Option<Vec<String>> {
     match engine {
-        SpeechEngine::Command { program, .. } => program_exists(program),
-        SpeechEngine::OpenAi { .. } => reachable(engine).await,
+        SpeechEngine::Command { program, .. } => program_exists(program).then(Vec::new),
+        SpeechEngine::OpenAi { .. } => reachable(engine).await.then(Vec::new),
         SpeechEngine::Wyoming { uri, .. } => {
             let described = tokio::time::timeout(Duration::from_secs(3), wyoming::describe(uri));
-            matches!(described.await, Ok(Ok(_)))
+            let info = described.await.ok()?.ok()?;
+            Some(wyoming::voices(&info))
         }
     }
 }

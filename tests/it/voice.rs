@@ -486,6 +486,11 @@ async fn wyoming_engines_transcribe_and_speak_a_turn() {
         .json();
     assert_eq!(status["available"], true, "{status}");
     assert_eq!(status["engines"]["stt"]["kind"], "wyoming");
+    assert_eq!(status["engines"]["stt"]["ready"], true);
+    assert_eq!(
+        status["engines"]["tts"]["voices"],
+        json!(["en_US-joe-medium"])
+    );
     let choice = json!({"sample_rate": 24000, "voice": "en_US-joe-medium", "language": "de"});
     let started = start(&server, &token, choice).await;
     let socket = connect(&server, started["websocket_url"].as_str().unwrap(), None)

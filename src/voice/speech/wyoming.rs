@@ -117,6 +117,18 @@ pub async fn describe(uri: &str) -> Result<Map<String, Value>, Error> {
     Ok(connection.until("info").await?.data)
 }
 
+/// The voice names an `info` event lists under its text-to-speech programs.
+pub fn voices(info: &Map<String, Value>) -> Vec<String> {
+    let programs = info.get("tts").and_then(Value::as_array);
+    programs
+        .into_iter()
+        .flatten()
+        .filter_map(|program| program.get("voices")?.as_array())
+        .flatten()
+        .filter_map(|voice| voice.get("name")?.as_str().map(str::to_string))
+        .collect()
+}
+
 /// Speech-to-text of 16-bit mono PCM.
 pub async fn transcribe(uri: &str, language: Option<&str>, pcm: &Pcm) -> Result<String, Error> {
     let mut connection = Connection::open(uri).await?;

@@ -46,7 +46,11 @@ async fn connection(stream: TcpStream, heard: &'static str, seen: Seen) {
                 let language = header["data"]["language"].as_str().unwrap_or("");
                 seen.lock().unwrap().push(format!("language={language}"));
             }
-            "describe" => send(&mut stream, "info", json!({"asr": [], "tts": []}), &[]).await,
+            "describe" => {
+                let voices = json!([{"name": "en_US-joe-medium"}]);
+                let info = json!({"asr": [], "tts": [{"name": "piper", "voices": voices}]});
+                send(&mut stream, "info", info, &[]).await
+            }
             "audio-stop" => send(&mut stream, "transcript", json!({"text": heard}), &[]).await,
             "synthesize" => {
                 let text = header["data"]["text"].as_str().unwrap().to_string();
