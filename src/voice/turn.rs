@@ -224,7 +224,7 @@ async fn turn(context: TurnContext, input: Input) -> Result<(), Failure> {
 
 /// Follows the turn's events and hands each finished sentence to `sentences`.
 async fn follow_reply(context: &TurnContext, live: Arc<Live>, sentences: mpsc::Sender<String>) {
-    let mut follow = context.executions.follow_live(live);
+    let mut follow = context.executions.follow_live(live.clone());
     let mut pending = String::new();
     let mut first = true;
     while let Some(batch) = follow.next_batch().await {
@@ -234,12 +234,7 @@ async fn follow_reply(context: &TurnContext, live: Arc<Live>, sentences: mpsc::S
             };
             if first {
                 first = false;
-                let _ = context
-                    .work
-                    .send(Work::FirstToken {
-                        generation: context.generation,
-                    })
-                    .await;
+                first_token(context).await;
             }
             pending.push_str(&delta);
             for sentence in cut_sentences(&mut pending) {
@@ -247,10 +242,23 @@ async fn follow_reply(context: &TurnContext, live: Arc<Live>, sentences: mpsc::S
             }
         }
     }
+    if first {
+        // An engine that does not stream: speak its whole reply.
+        pending = live.finished().await.response.unwrap_or_default();
+        first_token(context).await;
+        for sentence in cut_sentences(&mut pending) {
+            let _ = sentences.send(sentence).await;
+        }
+    }
     let rest = pending.trim();
     if !rest.is_empty() {
         let _ = sentences.send(rest.to_string()).await;
     }
+}
+
+async fn first_token(context: &TurnContext) {
+    let generation = context.generation;
+    let _ = context.work.send(Work::FirstToken { generation }).await;
 }
 
 /// Synthesizes sentences in order, sending each one's audio as soon as it is ready.

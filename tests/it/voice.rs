@@ -580,3 +580,49 @@ async fn openai_speech_endpoints_transcribe_and_speak_a_turn() {
     assert!(audio.len() > 25, "{} packets", audio.len());
     assert!(energy(&audio, 48_000) > 100.0);
 }
+
+#[tokio::test]
+async fn a_reply_that_is_not_streamed_is_spoken_whole() {
+    let stt = command("sh", &["-c", "cat > /dev/null; echo 'Say it all at once.'"]);
+    let server = TestServer::with(|config| {
+        voice_server(VoiceMode::Pipeline, |v| {
+            v.stt = Some(stt);
+            v.tts = Some(command("espeak-ng", &["--stdout"]));
+        })(config);
+        config.agents[0].engine = outpost::config::EngineConfig::Command {
+            program: fixture("whole.sh"),
+            args: Vec::new(),
+            workdir: None,
+            env: Default::default(),
+            resume_args: Vec::new(),
+        };
+    })
+    .await;
+    let token = server.admin().await;
+    let started = start(&server, &token, json!({})).await;
+    let socket = connect(&server, started["websocket_url"].as_str().unwrap(), None)
+        .await
+        .unwrap();
+    let packets = packets(&speech("Say it all at once.").await, 4000);
+    let heard = call(
+        socket,
+        packets,
+        vec![json!({"type": "end"})],
+        Duration::from_secs(20),
+    );
+    let heard = heard.await;
+    let replies: Vec<&str> = heard
+        .events_of("transcript")
+        .iter()
+        .filter(|e| e["role"] == "assistant")
+        .map(|e| e["text"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        replies,
+        vec!["The whole reply. In two sentences."],
+        "{:?}",
+        heard.events
+    );
+    assert_eq!(heard.events_of("turn").len(), 1, "{:?}", heard.events);
+    assert!(heard.packets.len() > 25, "{} packets", heard.packets.len());
+}
