@@ -8,6 +8,7 @@ pub mod opus;
 mod playback;
 mod session;
 mod speech;
+mod stream;
 mod turn;
 pub mod vad;
 pub mod wire;

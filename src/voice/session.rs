@@ -4,6 +4,8 @@
 
 use super::opus::{Decoder, Encoder, MAX_PACKET_BYTES};
 use super::playback::Playback;
+use super::speech;
+use super::stream::Streams;
 use super::turn::{self, Input, TurnContext, Work};
 use super::vad::{Heard, Vad};
 use super::wire::{close, ClientMessage, Event, Inbound, Outbound, Timings};
@@ -66,6 +68,8 @@ struct Call {
     previous: Option<Arc<Live>>,
     /// The chat turn whose reply is being spoken, with its session.
     current: Option<Reply>,
+    /// Speech-to-text of the utterance being spoken, for engines that take audio as it comes.
+    streams: Streams,
     /// Rewrites of interrupted replies; waited for before the call says `saved`.
     keepers: JoinSet<()>,
     undecodable: u32,
@@ -167,6 +171,7 @@ impl Call {
             timing: None,
             previous: None,
             current: None,
+            streams: Streams::default(),
             keepers: JoinSet::new(),
             undecodable: 0,
             window: (Instant::now(), 0),
@@ -251,11 +256,23 @@ impl Call {
         self.undecodable = 0;
         for heard in self.vad.push(&pcm) {
             match heard {
-                Heard::SpeechStarted if self.speaking() => self.barge_in().await?,
-                Heard::SpeechStarted => {}
+                Heard::SpeechStarted => {
+                    if self.speaking() {
+                        self.barge_in().await?;
+                    }
+                    let config = &self.context.config;
+                    match (&config.mode, &config.stt) {
+                        (VoiceMode::Pipeline, Some(stt)) if speech::streams(stt) => {
+                            self.streams.start(stt, &self.context.preferences)
+                        }
+                        _ => {}
+                    }
+                }
                 Heard::Utterance(samples) => self.on_utterance(samples).await?,
+                Heard::Discarded => self.streams.discard(),
             }
         }
+        self.streams.feed(self.vad.utterance());
         Ok(())
     }
 
@@ -301,8 +318,11 @@ impl Call {
                 Ok(())
             }
             VoiceMode::Pipeline => {
-                self.start_turn(Input::Speech(samples, Instant::now()))
-                    .await
+                let input = match self.streams.finish(&samples) {
+                    Some(transcript) => Input::Streamed(transcript, Instant::now()),
+                    None => Input::Speech(samples, Instant::now()),
+                };
+                self.start_turn(input).await
             }
         }
     }

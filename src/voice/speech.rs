@@ -74,6 +74,27 @@ fn program_exists(program: &str) -> bool {
         .is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(program).is_file()))
 }
 
+/// True when the engine takes audio while it is spoken (so only the end is left to wait for).
+pub fn streams(engine: &SpeechEngine) -> bool {
+    matches!(engine, SpeechEngine::Wyoming { .. })
+}
+
+/// The text of 16 kHz audio sent through `audio` while it is spoken; for engines that
+/// [`streams`] says yes to.
+pub async fn transcribe_stream(
+    engine: &SpeechEngine,
+    preferences: &Preferences,
+    audio: tokio::sync::mpsc::Receiver<Vec<i16>>,
+) -> Result<String, Error> {
+    match engine {
+        SpeechEngine::Wyoming { uri, language, .. } => {
+            let language = preferences.language.as_deref().or(language.as_deref());
+            timed(wyoming::transcribe_stream(uri, language, audio)).await
+        }
+        _ => Err(Error::Protocol("this engine takes whole utterances".into())),
+    }
+}
+
 /// The text spoken in `pcm`.
 pub async fn transcribe(
     engine: &SpeechEngine,

@@ -63,13 +63,15 @@ impl Work {
 pub(super) enum Input {
     /// An utterance at 16 kHz, and when it ended.
     Speech(Vec<i16>, Instant),
+    /// The transcript of an utterance streamed to speech-to-text while it was spoken.
+    Streamed(super::stream::Transcript, Instant),
     Text(String),
 }
 
 impl Input {
     pub fn speech_end(&self) -> Option<Instant> {
         match self {
-            Input::Speech(_, at) => Some(*at),
+            Input::Speech(_, at) | Input::Streamed(_, at) => Some(*at),
             Input::Text(_) => None,
         }
     }
@@ -147,25 +149,14 @@ async fn turn(context: TurnContext, input: Input) -> Result<(), Failure> {
     };
     let text = match input {
         Input::Text(text) => text,
-        Input::Speech(samples, _) => {
-            let stt = context
-                .config
-                .stt
-                .as_ref()
-                .ok_or(("stt_failed", "no stt engine".into()))?;
-            let pcm = Pcm {
-                sample_rate: LISTEN_RATE,
-                samples,
-            };
-            let text = speech::transcribe(stt, &context.preferences, pcm)
-                .await
-                .map_err(|err| {
-                    tracing::warn!(cause = %err, "speech-to-text failed");
-                    (
-                        "stt_failed",
-                        "speech-to-text failed; the cause is in the server log".into(),
-                    )
-                })?;
+        Input::Speech(..) | Input::Streamed(..) => {
+            let text = transcript(&context, input).await.map_err(|err| {
+                tracing::warn!(cause = %err, "speech-to-text failed");
+                (
+                    "stt_failed",
+                    "speech-to-text failed; the cause is in the server log".into(),
+                )
+            })?;
             if text.is_empty() {
                 send(Work::Done {
                     generation,
@@ -220,6 +211,23 @@ async fn turn(context: TurnContext, input: Input) -> Result<(), Failure> {
     let reply = execution.response.filter(|r| !r.is_empty());
     send(Work::Done { generation, reply }).await;
     Ok(())
+}
+
+/// The text of a spoken input.
+async fn transcript(context: &TurnContext, input: Input) -> Result<String, speech::Error> {
+    let no_engine = || speech::Error::Protocol("no stt engine".into());
+    match input {
+        Input::Streamed(text, _) => text.await.map_err(|_| no_engine())?,
+        Input::Speech(samples, _) => {
+            let stt = context.config.stt.as_ref().ok_or_else(no_engine)?;
+            let pcm = Pcm {
+                sample_rate: LISTEN_RATE,
+                samples,
+            };
+            speech::transcribe(stt, &context.preferences, pcm).await
+        }
+        Input::Text(text) => Ok(text),
+    }
 }
 
 /// Follows the turn's events and hands each finished sentence to `sentences`.

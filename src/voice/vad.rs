@@ -20,6 +20,8 @@ pub enum Heard {
     SpeechStarted,
     /// An utterance ended: its 16 kHz samples.
     Utterance(Vec<i16>),
+    /// The speech that started was too short to be an utterance.
+    Discarded,
 }
 
 /// Per-call voice activity state.
@@ -54,6 +56,11 @@ impl Vad {
     /// True while the caller is speaking (an utterance is open).
     pub fn in_speech(&self) -> bool {
         self.in_speech
+    }
+
+    /// The open utterance so far (with pre-roll); empty when not in speech.
+    pub fn utterance(&self) -> &[i16] {
+        &self.utterance
     }
 
     /// Feeds 16 kHz samples; returns what happened in them.
@@ -107,6 +114,7 @@ impl Vad {
             if self.speech_ms >= self.min_speech_ms {
                 return Some(Heard::Utterance(audio));
             }
+            return Some(Heard::Discarded);
         }
         None
     }

@@ -151,6 +151,33 @@ pub async fn transcribe(uri: &str, language: Option<&str>, pcm: &Pcm) -> Result<
     Ok(text.unwrap_or_default().trim().to_string())
 }
 
+/// Speech-to-text of 16 kHz audio sent while it is spoken: each chunk from `audio` goes out
+/// as it comes, and the transcript is asked for when the channel closes.
+pub async fn transcribe_stream(
+    uri: &str,
+    language: Option<&str>,
+    mut audio: tokio::sync::mpsc::Receiver<Vec<i16>>,
+) -> Result<String, Error> {
+    let mut connection = Connection::open(uri).await?;
+    let format = json!({"rate": 16_000, "width": 2, "channels": 1});
+    let mut transcribe = json!({});
+    if let Some(language) = language {
+        transcribe["language"] = language.into();
+    }
+    connection.send("transcribe", transcribe, &[]).await?;
+    connection.send("audio-start", format.clone(), &[]).await?;
+    while let Some(samples) = audio.recv().await {
+        let bytes: Vec<u8> = samples.iter().flat_map(|s| s.to_le_bytes()).collect();
+        connection
+            .send("audio-chunk", format.clone(), &bytes)
+            .await?;
+    }
+    connection.send("audio-stop", json!({}), &[]).await?;
+    let transcript = connection.until("transcript").await?;
+    let text = transcript.data.get("text").and_then(Value::as_str);
+    Ok(text.unwrap_or_default().trim().to_string())
+}
+
 /// Text-to-speech: the audio of `text` (its rate is the server's).
 pub async fn synthesize(uri: &str, voice: Option<&str>, text: &str) -> Result<Pcm, Error> {
     let mut connection = Connection::open(uri).await?;

@@ -59,6 +59,7 @@ async fn wyoming_engines_transcribe_and_speak_a_turn() {
     assert!(energy(&audio, 24_000) > 100.0);
     let seen = seen.lock().unwrap().clone();
     assert!(seen.contains(&"language=de".to_string()), "{seen:?}");
+    assert!(seen.contains(&"streamed".to_string()), "{seen:?}");
     assert!(
         seen.contains(&"voice=en_US-joe-medium".to_string()),
         "{seen:?}"

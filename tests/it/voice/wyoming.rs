@@ -36,6 +36,7 @@ async fn send(stream: &mut BufReader<TcpStream>, kind: &str, data: Value, payloa
 async fn connection(stream: TcpStream, heard: &'static str, seen: Seen) {
     let mut stream = BufReader::new(stream);
     let mut line = String::new();
+    let mut first_chunk = None;
     while stream.read_line(&mut line).await.unwrap_or(0) > 0 {
         let header: Value = serde_json::from_str(&line).unwrap();
         line.clear();
@@ -51,7 +52,17 @@ async fn connection(stream: TcpStream, heard: &'static str, seen: Seen) {
                 let info = json!({"asr": [], "tts": [{"name": "piper", "voices": voices}]});
                 send(&mut stream, "info", info, &[]).await
             }
-            "audio-stop" => send(&mut stream, "transcript", json!({"text": heard}), &[]).await,
+            "audio-chunk" => {
+                first_chunk.get_or_insert_with(std::time::Instant::now);
+            }
+            "audio-stop" => {
+                // Audio that came while it was spoken arrives well before the end.
+                let first: Option<std::time::Instant> = first_chunk;
+                if first.is_some_and(|at| at.elapsed() > std::time::Duration::from_millis(400)) {
+                    seen.lock().unwrap().push("streamed".into());
+                }
+                send(&mut stream, "transcript", json!({"text": heard}), &[]).await
+            }
             "synthesize" => {
                 let text = header["data"]["text"].as_str().unwrap().to_string();
                 let voice = header["data"]["voice"]["name"].as_str().unwrap_or("");
