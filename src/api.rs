@@ -16,6 +16,7 @@ mod sessions;
 mod tasks;
 mod token;
 mod users;
+mod voice;
 
 use crate::app::App;
 use crate::auth::Caller;
@@ -201,6 +202,22 @@ async fn dispatch(
         (&M::OPTIONS, ["api", "paid", _, "chat"]) => {
             ("/api/paid/{agent}/chat", paid::paid_preflight())
         }
+        (&M::POST, ["api", "agents", name, "voice", "start"]) => (
+            "/api/agents/{name}/voice/start",
+            voice::start_voice(app, request, name).await,
+        ),
+        (&M::POST, ["api", "agents", name, "voice", "stop"]) => (
+            "/api/agents/{name}/voice/stop",
+            voice::stop_voice(app, request, name).await,
+        ),
+        (&M::GET, ["api", "agents", name, "voice", "status"]) => (
+            "/api/agents/{name}/voice/status",
+            voice::voice_status(app, &request, name).await,
+        ),
+        (&M::GET, ["api", "agents", name, "voice", "ws"]) => (
+            "/api/agents/{name}/voice/ws",
+            voice::voice_socket(app, request, name).await,
+        ),
         _ => ("unmatched", Err(unmatched(&method, &segments))),
     }
 }
@@ -270,6 +287,13 @@ fn is_route_path(segments: &[&str]) -> bool {
             | ["p", _]
             | ["api", "paid", _, "info"]
             | ["api", "paid", _, "chat"]
+            | [
+                "api",
+                "agents",
+                _,
+                "voice",
+                "start" | "stop" | "status" | "ws"
+            ]
     )
 }
 

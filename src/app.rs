@@ -16,6 +16,7 @@ use crate::records::Removed;
 use crate::store::Store;
 use crate::tasks::Pool;
 use crate::users::Users;
+use crate::voice::Voice;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -38,6 +39,7 @@ struct Inner {
     links: Links,
     paywall: Paywall,
     read_cache: crate::api::cache::ReadCache,
+    voice: Voice,
     started_at: Timestamp,
 }
 
@@ -74,9 +76,16 @@ impl App {
             agents.clone(),
             crate::paid::system_clock(),
         );
+        let voice = Voice::new(
+            config.voice.clone(),
+            chat.clone(),
+            executions.clone(),
+            metrics.clone(),
+        );
         App {
             inner: Arc::new(Inner {
                 paywall,
+                voice,
                 agents,
                 links,
                 users: Users::new(store.clone()),
@@ -128,6 +137,9 @@ impl App {
     }
     pub fn paywall(&self) -> &Paywall {
         &self.inner.paywall
+    }
+    pub fn voice(&self) -> &Voice {
+        &self.inner.voice
     }
     /// Deletes an API agent: no new work reaches it, its queued tasks are dropped, its
     /// running work is stopped and waited for, then it and everything stored for it goes in

@@ -6,8 +6,10 @@
 //! `/etc/outpost/outpost.toml` when it exists), `OUTPOST_LISTEN` / `OUTPOST_DATA_DIR`, CLI flags.
 
 mod paid;
+mod voice;
 
 pub use paid::{builtin_networks, Network, PaidConfig};
+pub use voice::{RawVoice, SpeechEngine, VoiceConfig, VoiceMode};
 
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -52,6 +54,7 @@ pub struct RawConfig {
     pub defaults: RawDefaults,
     pub public: RawPublic,
     pub agents: Option<BTreeMap<String, RawAgent>>,
+    pub voice: Option<RawVoice>,
     /// `[paid]`: the x402 network table.
     pub paid: paid::RawPaidSection,
 }
@@ -211,8 +214,9 @@ pub struct RawAgent {
     pub timeout: String,
     #[serde(default = "default_agent_queue")]
     pub queue_capacity: usize,
+    /// Unset: true when `[voice]` is configured.
     #[serde(default)]
-    pub voice: bool,
+    pub voice: Option<bool>,
     /// `[agents.NAME.paid]`: pay-per-turn over x402.
     #[serde(default)]
     pub paid: Option<paid::RawPaid>,
@@ -369,6 +373,8 @@ pub struct Config {
     pub log_level: String,
     pub log_format: LogFormat,
     pub agents: Vec<AgentConfig>,
+    /// `[voice]`; None turns voice off.
+    pub voice: Option<VoiceConfig>,
     /// Public links: visitor rate limits and trusted proxies.
     pub public: PublicConfig,
     /// `OUTPOST_ADMIN_PASSWORD`: the admin password used at first start instead of a random one.
@@ -511,11 +517,15 @@ impl Config {
             }
         };
         let networks = paid::networks(raw.paid)?;
+        let voice = raw.voice.map(VoiceConfig::from_raw).transpose()?;
         let agents = match raw.agents {
-            None => vec![default_agent()],
+            None => vec![AgentConfig {
+                voice: voice.is_some(),
+                ..default_agent()
+            }],
             Some(agents) => agents
                 .into_iter()
-                .map(|(name, agent)| agent_from_raw(name, agent, &networks))
+                .map(|(name, agent)| agent_from_raw(name, agent, &networks, voice.is_some()))
                 .collect::<Result<_, _>>()?,
         };
         Ok(Config {
@@ -547,6 +557,7 @@ impl Config {
             log_format,
             agents,
             public: public_from_raw(raw.public)?,
+            voice,
             admin_password: None,
         })
     }
@@ -605,6 +616,7 @@ fn agent_from_raw(
     name: String,
     raw: RawAgent,
     networks: &BTreeMap<String, Network>,
+    voice_on: bool,
 ) -> Result<AgentConfig, Error> {
     let key = |field: &str| format!("agents.{name}.{field}");
     if !valid_agent_name(&name) {
@@ -647,7 +659,7 @@ fn agent_from_raw(
         max_concurrent: raw.max_concurrent,
         timeout,
         queue_capacity: raw.queue_capacity,
-        voice: raw.voice,
+        voice: raw.voice.unwrap_or(voice_on),
         paid,
         name,
     })
@@ -748,6 +760,20 @@ mod tests {
         check(
             "[agents.a]\nmax_concurrent = 0",
             Err("agents.a.max_concurrent"),
+        );
+        check("[voice]\n", Ok(()));
+        check("[voice]\nmode = \"shout\"", Err("voice.mode"));
+        check(
+            "[voice]\nopus_complexity = 11",
+            Err("voice.opus_complexity"),
+        );
+        check(
+            "[voice]\nmax_duration = \"long\"",
+            Err("voice.max_duration"),
+        );
+        check(
+            "[voice]\nstt = { kind = \"command\", program = \"\" }",
+            Err("voice.stt.program"),
         );
         check(
             "[public]\ntrusted_proxies = [\"127.0.0.1\", \"::1\"]",

@@ -1,7 +1,7 @@
 //! The one place errors become HTTP: every area's error maps to a status, a stable code and a
 //! safe message (`{"error", "message", …}`); causes go to the log, never to the client.
 
-use crate::{agents, auth, chat, executions, links, paid, store, tasks, users};
+use crate::{agents, auth, chat, executions, links, paid, store, tasks, users, voice};
 use hyper::StatusCode;
 use serde_json::{json, Map, Value};
 
@@ -249,6 +249,26 @@ impl From<paid::Error> for ApiError {
             Agent(cause) => cause.into(),
             Chat(cause) => cause.into(),
             Store(cause) => cause.into(),
+        }
+    }
+}
+
+impl From<voice::Error> for ApiError {
+    fn from(err: voice::Error) -> ApiError {
+        use voice::Error::*;
+        match err {
+            Unavailable(_) => {
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "voice_unavailable", &err)
+            }
+            TooMany(limit) => ApiError::new(StatusCode::TOO_MANY_REQUESTS, "voice_limit", &err)
+                .with("limit", limit)
+                .retry_after(5),
+            NotFound => ApiError::not_found("voice session"),
+            NotYours => ApiError::new(StatusCode::FORBIDDEN, "forbidden", &err),
+            BadTicket => ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", &err),
+            Taken => ApiError::new(StatusCode::CONFLICT, "voice_session_taken", &err),
+            Invalid(_) => ApiError::invalid(&err),
+            Chat(cause) => cause.into(),
         }
     }
 }

@@ -28,6 +28,7 @@ pub mod shutdown;
 pub mod store;
 pub mod tasks;
 pub mod users;
+pub mod voice;
 
 use anyhow::Context;
 use app::App;
@@ -213,7 +214,19 @@ async fn serve_then_close(
     background: [JoinHandle<()>; 3],
 ) {
     let deadline = app.config().shutdown_timeout;
-    http::serve(app.clone(), listeners, tls, shutdown).await;
+    // Voice sockets are upgraded connections the HTTP drain does not wait for: their calls
+    // end with 1001 as soon as the stop begins, and are joined here.
+    let voice = app.voice().clone();
+    let voice_stop = shutdown.clone();
+    tokio::join!(
+        http::serve(app.clone(), listeners, tls, shutdown),
+        async move {
+            voice_stop.wait().await;
+            voice
+                .close_all(tokio::time::Instant::now() + deadline)
+                .await;
+        }
+    );
     // No new task starts from here on; queued ones wait in the store for the next start.
     for task in background {
         let _ = task.await;

@@ -3,8 +3,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# The build tools (a C toolchain, cmake for libopus).
+packaging/deps.sh
+
 need=()
-command -v cc >/dev/null || need+=(build-essential)
 command -v curl >/dev/null || need+=(curl)
 # The public chat page is tested in a real headless browser.
 [ -x /usr/bin/chromium ] || need+=(chromium)
@@ -15,6 +17,8 @@ python3 -c 'import ensurepip, venv' 2>/dev/null || need+=(python3-venv)
 command -v systemd-analyze >/dev/null || need+=(systemd)
 command -v systemd-socket-activate >/dev/null || need+=(systemd)
 command -v ip >/dev/null || need+=(iproute2)
+# Voice tests speak real words.
+command -v espeak-ng >/dev/null || need+=(espeak-ng)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     apt-get update && apt-get install -y "${need[@]}"

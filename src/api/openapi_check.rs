@@ -58,6 +58,10 @@ mod tests {
         ("POST", "/api/paid/{agent}/chat"),
         ("OPTIONS", "/api/paid/{agent}/info"),
         ("OPTIONS", "/api/paid/{agent}/chat"),
+        ("POST", "/api/agents/{name}/voice/start"),
+        ("POST", "/api/agents/{name}/voice/stop"),
+        ("GET", "/api/agents/{name}/voice/status"),
+        ("GET", "/api/agents/{name}/voice/ws"),
     ];
 
     const METHODS: [&str; 8] = [

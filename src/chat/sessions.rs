@@ -117,6 +117,34 @@ impl Chat {
             .ok_or(Error::SessionNotFound)
     }
 
+    /// Keeps only `text` as the reply of `execution_id` (a spoken reply the caller cut short).
+    pub async fn keep_spoken_reply(
+        &self,
+        session_id: &str,
+        execution_id: &str,
+        text: &str,
+    ) -> Result<bool, Error> {
+        let (session_id, execution_id) = (session_id.to_string(), execution_id.to_string());
+        let text = text.to_string();
+        Ok(self
+            .store
+            .write(move |tx| tx.set_reply_text(&session_id, &execution_id, &text))
+            .await?)
+    }
+
+    /// The caller's active session on `agent`, if there is one.
+    pub async fn active_session_of(
+        &self,
+        agent: &Agent,
+        caller: &Caller,
+    ) -> Result<Option<String>, Error> {
+        let (agent, username) = (agent.name().to_string(), caller.username.clone());
+        Ok(self
+            .store
+            .read(move |r| r.active_session(&agent, &username))
+            .await?)
+    }
+
     /// The newest `limit` messages of a session before `cursor`, oldest first.
     pub async fn messages(
         &self,

@@ -112,6 +112,40 @@ impl Tx<'_> {
         Ok(message)
     }
 
+    /// Replaces the text of the assistant message `execution_id` left in `session_id` (a
+    /// spoken reply cut short keeps only what was said). False when there is none.
+    pub fn set_reply_text(
+        &self,
+        session_id: &str,
+        execution_id: &str,
+        text: &str,
+    ) -> Result<bool, Error> {
+        let mut messages = self.txn.open_table(MESSAGES)?;
+        let start = keys::sequenced(session_id, 0);
+        let end = keys::sequenced(session_id, u32::MAX);
+        let mut found = None;
+        // The reply is among the session's last messages; a few steps back is enough.
+        for entry in messages
+            .range(start.as_slice()..end.as_slice())?
+            .rev()
+            .take(8)
+        {
+            let (key, value) = entry?;
+            let message: Message = decode("messages", value.value())?;
+            if message.role == "assistant" && message.execution_id.as_deref() == Some(execution_id)
+            {
+                found = Some((key.value().to_vec(), message));
+                break;
+            }
+        }
+        let Some((key, mut message)) = found else {
+            return Ok(false);
+        };
+        message.content = text.to_string();
+        messages.insert(key.as_slice(), encode(&message).as_slice())?;
+        Ok(true)
+    }
+
     /// The engine's resume handle for a session.
     pub fn engine_state(&self, session_id: &str) -> Result<Option<String>, Error> {
         let table = self.txn.open_table(ENGINE_STATE)?;
@@ -144,6 +178,14 @@ fn context_tokens(message: &Message) -> Option<u64> {
 impl Reader {
     pub fn session(&self, id: &str) -> Result<Option<Session>, Error> {
         get_json(&self.txn.open_table(SESSIONS)?, "sessions", id)
+    }
+
+    /// The id of the active session of (agent, user), if any.
+    pub fn active_session(&self, agent: &str, username: &str) -> Result<Option<String>, Error> {
+        let active = self.txn.open_table(ACTIVE_SESSIONS)?;
+        let key = keys::joined(&[agent, username]);
+        let id = active.get(key.as_slice())?.map(|v| v.value().to_string());
+        Ok(id)
     }
 
     /// Sessions of `agent`, of one user or of everyone, in no particular order.

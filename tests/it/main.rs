@@ -18,3 +18,4 @@ mod sessions;
 mod supervised;
 mod support;
 mod tasks;
+mod voice;

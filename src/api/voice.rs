@@ -1,0 +1,202 @@
+//! Voice routes: `voice/start`, `voice/stop`, `voice/status`, and the socket
+//! `voice/ws`, whose refusals (401/403/404) come before the handshake. After the 101 the
+//! socket only moves frames between the client and the call's channels.
+
+use super::{caller_with_scope, Query};
+use crate::app::App;
+use crate::error::{ApiError, ApiResult};
+use crate::http::body::{self, Body, Response};
+use crate::voice::wire::{Inbound, Outbound};
+use crate::voice::{StartRequest, TICKET_TTL};
+use fastwebsockets::{Frame, OpCode, Payload, WebSocketError};
+use hyper::body::Incoming;
+use hyper::{Request, StatusCode};
+use serde_json::json;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::mpsc;
+
+/// Largest frame a client may send: one Opus packet, or a small JSON message.
+const MAX_FRAME_BYTES: usize = 16 * 1024;
+
+/// `POST /api/agents/{name}/voice/start`
+pub async fn start_voice(app: &App, request: Request<Incoming>, name: &str) -> ApiResult {
+    let caller = caller_with_scope(app, &request, "voice")?;
+    let agent = app.agents().visible(&caller, name)?;
+    let start: StartRequest = body::read_json(request, app.config().max_body_bytes).await?;
+    let started = app.voice().start(&caller, agent, start).await?;
+    let ticket = &started.ticket;
+    Ok(body::json(
+        StatusCode::CREATED,
+        &json!({
+            "voice_session_id": started.voice_session_id,
+            "chat_session_id": started.chat_session_id,
+            "websocket_url": format!("/api/agents/{name}/voice/ws?ticket={ticket}"),
+            "ticket": ticket,
+            "ticket_expires_in": TICKET_TTL.as_secs(),
+            "audio": {"codec": "opus", "sample_rate": started.sample_rate, "channels": 1, "frame_ms": 20},
+            "max_duration_s": started.max_duration_s,
+        }),
+    ))
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StopBody {
+    voice_session_id: String,
+}
+
+/// `POST /api/agents/{name}/voice/stop`
+pub async fn stop_voice(app: &App, request: Request<Incoming>, name: &str) -> ApiResult {
+    let caller = caller_with_scope(app, &request, "voice")?;
+    let agent = app.agents().visible(&caller, name)?;
+    let stop: StopBody = body::read_json(request, app.config().max_body_bytes).await?;
+    let summary = app
+        .voice()
+        .stop(&caller, &agent, &stop.voice_session_id)
+        .await?;
+    Ok(body::json(StatusCode::OK, &summary))
+}
+
+/// `GET /api/agents/{name}/voice/status`
+pub async fn voice_status(app: &App, request: &Request<Incoming>, name: &str) -> ApiResult {
+    let caller = caller_with_scope(app, request, "voice")?;
+    let agent = app.agents().visible(&caller, name)?;
+    let voice = app.voice();
+    let reason = voice.unavailable(&agent).await;
+    let config = voice.config();
+    let stt = config.and_then(|c| c.stt.as_ref());
+    let tts = config.and_then(|c| c.tts.as_ref());
+    let (stt_ready, tts_described) = tokio::join!(voice.describe(stt), voice.describe(tts));
+    let stt = json!({"kind": stt.map(|e| e.kind()), "ready": stt_ready.is_some()});
+    let tts = json!({
+        "kind": tts.map(|e| e.kind()),
+        "ready": tts_described.is_some(),
+        "voices": tts_described.unwrap_or_default(),
+    });
+    let mut status = json!({
+        "enabled": config.is_some() && agent.config.voice,
+        "available": reason.is_none(),
+        "mode": config.map(|c| if c.mode == crate::config::VoiceMode::Echo { "echo" } else { "pipeline" }),
+        "engines": {"stt": stt, "tts": tts},
+        "sessions": voice.calls(&caller, &agent),
+        "limits": {
+            "max_duration_s": config.map(|c| c.max_duration.as_secs()),
+            "max_sessions": config.map(|c| c.max_sessions),
+            "max_per_user": config.map(|c| c.max_per_user),
+        },
+    });
+    if let Some(reason) = reason {
+        status["reason"] = reason.into();
+    }
+    Ok(body::json(StatusCode::OK, &status))
+}
+
+/// `GET /api/agents/{name}/voice/ws`: ticket or bearer + `voice_session_id`, checked before
+/// the handshake; then the call runs as a task of the voice service.
+pub async fn voice_socket(app: &App, mut request: Request<Incoming>, name: &str) -> ApiResult {
+    if !fastwebsockets::upgrade::is_upgrade_request(&request) {
+        return Err(ApiError::new(
+            StatusCode::UPGRADE_REQUIRED,
+            "upgrade_required",
+            "this is a WebSocket endpoint",
+        ));
+    }
+    let query = Query::parse(request.uri().query());
+    let attach = match query.get("ticket") {
+        Some(ticket) => app.voice().attach_ticket(name, ticket)?,
+        None => {
+            let caller = caller_with_scope(app, &request, "voice")?;
+            let agent = app.agents().visible(&caller, name)?;
+            let id = query
+                .get("voice_session_id")
+                .ok_or_else(|| ApiError::bad_request("give ?ticket= or ?voice_session_id="))?;
+            app.voice().attach_bearer(&caller, agent.name(), id)?
+        }
+    };
+    let (response, upgrade) = fastwebsockets::upgrade::upgrade(&mut request)
+        .map_err(|err| ApiError::bad_request(format!("bad WebSocket handshake: {err}")))?;
+    // The upgrade resolves only once hyper has sent the 101 below.
+    app.voice()
+        .run(attach, move |inbound, outbound| async move {
+            match upgrade.await {
+                Ok(socket) => carry(socket, inbound, outbound).await,
+                Err(err) => tracing::debug!(cause = %err, "voice upgrade failed"),
+            }
+        });
+    let (parts, _) = response.into_parts();
+    Ok(Response::from_parts(parts, Body::empty()))
+}
+
+/// Moves frames until the call says goodbye (its close frame) or the client is gone.
+async fn carry<S>(
+    socket: fastwebsockets::WebSocket<S>,
+    inbound: mpsc::Sender<Inbound>,
+    outbound: mpsc::Receiver<Outbound>,
+) where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let (mut reader, writer) = socket.split(tokio::io::split);
+    reader.set_max_message_size(MAX_FRAME_BYTES);
+    let (obligated_tx, obligated_rx) = mpsc::channel::<(OpCode, Vec<u8>)>(4);
+    let read = async move {
+        let mut obliged = move |frame: Frame<'_>| {
+            let obligated_tx = obligated_tx.clone();
+            let owned = (frame.opcode, frame.payload.to_vec());
+            async move {
+                obligated_tx
+                    .send(owned)
+                    .await
+                    .map_err(|_| WebSocketError::ConnectionClosed)
+            }
+        };
+        loop {
+            let message = match reader.read_frame(&mut obliged).await {
+                Ok(frame) => match frame.opcode {
+                    OpCode::Binary => Inbound::Audio(frame.payload.to_vec()),
+                    OpCode::Text => Inbound::Text(String::from_utf8_lossy(&frame.payload).into()),
+                    OpCode::Close => Inbound::Closed,
+                    _ => continue,
+                },
+                Err(_) => Inbound::Closed,
+            };
+            let closed = matches!(message, Inbound::Closed);
+            if inbound.send(message).await.is_err() || closed {
+                break;
+            }
+        }
+        // The call decides when the socket ends; the writer finishes it.
+        std::future::pending::<()>().await;
+    };
+    tokio::select! {
+        () = write(writer, outbound, obligated_rx) => {}
+        () = read => {}
+    }
+}
+
+async fn write<S>(
+    mut writer: fastwebsockets::WebSocketWrite<S>,
+    mut outbound: mpsc::Receiver<Outbound>,
+    mut obligated: mpsc::Receiver<(OpCode, Vec<u8>)>,
+) where
+    S: AsyncWrite + Unpin,
+{
+    loop {
+        let frame = tokio::select! {
+            next = outbound.recv() => match next {
+                None => return,
+                Some(Outbound::Audio(packet)) => Frame::binary(Payload::Owned(packet)),
+                Some(Outbound::Event(event)) => Frame::text(Payload::Owned(event.to_json().into_bytes())),
+                Some(Outbound::Close(code, reason)) => {
+                    let _ = writer.write_frame(Frame::close(code, reason.as_bytes())).await;
+                    return;
+                }
+            },
+            Some((opcode, payload)) = obligated.recv() => {
+                Frame::new(true, opcode, None, Payload::Owned(payload))
+            }
+        };
+        if writer.write_frame(frame).await.is_err() {
+            return;
+        }
+    }
+}

@@ -1,0 +1,164 @@
+//! The `[voice]` section: speech mode, engines and limits. Without the section voice is off
+//! and `voice/status` says why.
+
+use super::{invalid, parse_duration, Error};
+use serde::Deserialize;
+use std::time::Duration;
+
+/// `[voice]` as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawVoice {
+    pub mode: String,
+    pub stt: Option<SpeechEngine>,
+    pub tts: Option<SpeechEngine>,
+    pub max_duration: String,
+    pub max_sessions: usize,
+    pub max_per_user: usize,
+    pub min_speech_ms: u64,
+    pub end_silence_ms: u64,
+    pub opus_complexity: i32,
+}
+
+impl Default for RawVoice {
+    fn default() -> Self {
+        RawVoice {
+            mode: "pipeline".into(),
+            stt: None,
+            tts: None,
+            max_duration: "10m".into(),
+            max_sessions: 32,
+            max_per_user: 2,
+            min_speech_ms: 200,
+            end_silence_ms: 600,
+            opus_complexity: 5,
+        }
+    }
+}
+
+/// A speech engine (speech-to-text or text-to-speech).
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
+pub enum SpeechEngine {
+    /// A program run once per request. STT: a WAV file on stdin, the text on stdout.
+    /// TTS: the text on stdin, a WAV file on stdout (e.g. `espeak-ng --stdout`).
+    Command {
+        program: String,
+        #[serde(default)]
+        args: Vec<String>,
+    },
+    /// OpenAI-compatible `/audio/transcriptions` and `/audio/speech` (plain `http://`).
+    #[serde(rename = "openai")]
+    OpenAi {
+        base_url: String,
+        model: String,
+        #[serde(default)]
+        api_key: Option<String>,
+        #[serde(default)]
+        language: Option<String>,
+        #[serde(default)]
+        voice: Option<String>,
+    },
+    /// A Wyoming server (`wyoming-faster-whisper`, `wyoming-piper`, …) at `tcp://host:port`.
+    Wyoming {
+        uri: String,
+        #[serde(default)]
+        language: Option<String>,
+        #[serde(default)]
+        voice: Option<String>,
+    },
+}
+
+impl SpeechEngine {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            SpeechEngine::Command { .. } => "command",
+            SpeechEngine::Wyoming { .. } => "wyoming",
+            SpeechEngine::OpenAi { .. } => "openai",
+        }
+    }
+}
+
+/// What the calls do with the caller's speech.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum VoiceMode {
+    /// Speech-to-text, a chat turn, text-to-speech.
+    Pipeline,
+    /// Each utterance is played back (checks a device's audio path without speech engines).
+    Echo,
+}
+
+/// `[voice]`, checked.
+#[derive(Clone, Debug, PartialEq)]
+pub struct VoiceConfig {
+    pub mode: VoiceMode,
+    pub stt: Option<SpeechEngine>,
+    pub tts: Option<SpeechEngine>,
+    pub max_duration: Duration,
+    /// Calls open at once over all users; more get 429.
+    pub max_sessions: usize,
+    pub max_per_user: usize,
+    /// Speech needed before a pause can end an utterance.
+    pub min_speech_ms: u64,
+    /// Silence that ends an utterance.
+    pub end_silence_ms: u64,
+    /// Opus encoder complexity, 0-10.
+    pub opus_complexity: i32,
+}
+
+impl VoiceConfig {
+    /// The second stage of `[voice]`.
+    pub fn from_raw(raw: RawVoice) -> Result<VoiceConfig, Error> {
+        let mode = match raw.mode.as_str() {
+            "pipeline" => VoiceMode::Pipeline,
+            "echo" => VoiceMode::Echo,
+            other => {
+                return Err(invalid(
+                    "voice.mode",
+                    format!("{other:?} is not \"pipeline\" or \"echo\""),
+                ))
+            }
+        };
+        for (key, engine) in [("voice.stt", &raw.stt), ("voice.tts", &raw.tts)] {
+            match engine {
+                Some(SpeechEngine::Command { program, .. }) if program.trim().is_empty() => {
+                    return Err(invalid(format!("{key}.program"), "must not be empty"));
+                }
+                Some(SpeechEngine::OpenAi { base_url, .. }) if !base_url.starts_with("http://") => {
+                    return Err(invalid(format!("{key}.base_url"), "must be an http:// URL"));
+                }
+                Some(SpeechEngine::Wyoming { uri, .. }) if !uri.starts_with("tcp://") => {
+                    return Err(invalid(format!("{key}.uri"), "must be tcp://host:port"));
+                }
+                _ => {}
+            }
+        }
+        if raw.max_sessions == 0 || raw.max_per_user == 0 {
+            return Err(invalid(
+                "voice.max_sessions",
+                "limits must be greater than 0",
+            ));
+        }
+        if !(0..=10).contains(&raw.opus_complexity) {
+            return Err(invalid("voice.opus_complexity", "must be between 0 and 10"));
+        }
+        Ok(VoiceConfig {
+            mode,
+            stt: raw.stt,
+            tts: raw.tts,
+            max_duration: parse_duration(&raw.max_duration)
+                .map_err(|m| invalid("voice.max_duration", m))?,
+            max_sessions: raw.max_sessions,
+            max_per_user: raw.max_per_user,
+            min_speech_ms: raw.min_speech_ms,
+            end_silence_ms: raw.end_silence_ms,
+            opus_complexity: raw.opus_complexity,
+        })
+    }
+}
+
+impl Default for VoiceConfig {
+    fn default() -> Self {
+        VoiceConfig::from_raw(RawVoice::default()).expect("built-in voice defaults are valid")
+    }
+}

@@ -1,0 +1,136 @@
+//! OpenAI-compatible speech endpoints (LocalAI, speaches, OpenAI itself over a local proxy):
+//! `POST {base_url}/audio/transcriptions` (multipart WAV) and `POST {base_url}/audio/speech`
+//! (JSON in, WAV out). Plain `http://` only, like the openai chat engine.
+
+use super::Error;
+use crate::voice::audio::{self, Pcm};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::header::{AUTHORIZATION, CONTENT_TYPE};
+use hyper::{Request, StatusCode, Uri};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use serde_json::{json, Value};
+
+/// The largest answer read (a few minutes of 24 kHz WAV).
+const MAX_RESPONSE_BYTES: usize = 16 * 1024 * 1024;
+const BOUNDARY: &str = "outpost-voice-boundary-7d1e";
+
+/// Where and how to ask.
+pub struct Endpoint<'a> {
+    pub base_url: &'a str,
+    pub model: &'a str,
+    pub api_key: Option<&'a str>,
+}
+
+impl Endpoint<'_> {
+    fn uri(&self, path: &str) -> Result<Uri, Error> {
+        let url = format!("{}/{path}", self.base_url.trim_end_matches('/'));
+        let uri: Uri = url
+            .parse()
+            .map_err(|err| Error::Protocol(format!("invalid base_url: {err}")))?;
+        if uri.scheme_str() != Some("http") || uri.host().is_none() {
+            return Err(Error::Protocol("base_url must be an http:// URL".into()));
+        }
+        Ok(uri)
+    }
+
+    async fn post(&self, path: &str, content_type: &str, body: Vec<u8>) -> Result<Bytes, Error> {
+        let mut request = Request::post(self.uri(path)?).header(CONTENT_TYPE, content_type);
+        if let Some(key) = self.api_key {
+            request = request.header(AUTHORIZATION, format!("Bearer {key}"));
+        }
+        let request = request
+            .body(Full::new(Bytes::from(body)))
+            .map_err(|err| Error::Protocol(err.to_string()))?;
+        let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+        let response = client
+            .request(request)
+            .await
+            .map_err(|err| Error::Protocol(format!("{path}: {err}")))?;
+        let status = response.status();
+        let body = Limited::new(response.into_body(), MAX_RESPONSE_BYTES)
+            .collect()
+            .await
+            .map_err(|err| Error::Protocol(format!("{path}: {err}")))?
+            .to_bytes();
+        if status != StatusCode::OK {
+            return Err(Error::Protocol(format!("{path} answered {status}")));
+        }
+        Ok(body)
+    }
+
+    /// True when the server answers HTTP at all (`GET {base_url}/models`).
+    pub async fn reachable(&self) -> bool {
+        let Ok(uri) = self.uri("models") else {
+            return false;
+        };
+        let Ok(request) = Request::get(uri).body(Full::new(Bytes::new())) else {
+            return false;
+        };
+        let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+        client.request(request).await.is_ok()
+    }
+}
+
+/// The text of a WAV, as `multipart/form-data` with `file`, `model` and `language`.
+pub async fn transcribe(
+    endpoint: &Endpoint<'_>,
+    language: Option<&str>,
+    wav: Vec<u8>,
+) -> Result<String, Error> {
+    let mut body = Vec::with_capacity(wav.len() + 512);
+    let mut field = |name: &str, value: &str| {
+        body.extend_from_slice(
+            format!("--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n{value}\r\n")
+                .as_bytes(),
+        );
+    };
+    field("model", endpoint.model);
+    field("response_format", "json");
+    if let Some(language) = language {
+        field("language", language);
+    }
+    body.extend_from_slice(
+        format!("--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"speech.wav\"\r\nContent-Type: audio/wav\r\n\r\n")
+            .as_bytes(),
+    );
+    body.extend_from_slice(&wav);
+    body.extend_from_slice(format!("\r\n--{BOUNDARY}--\r\n").as_bytes());
+    let content_type = format!("multipart/form-data; boundary={BOUNDARY}");
+    let answer = endpoint
+        .post("audio/transcriptions", &content_type, body)
+        .await?;
+    let answer: Value = serde_json::from_slice(&answer)
+        .map_err(|err| Error::Protocol(format!("transcription is not JSON: {err}")))?;
+    Ok(answer["text"]
+        .as_str()
+        .unwrap_or_default()
+        .trim()
+        .to_string())
+}
+
+/// `text`, spoken as WAV by `voice`.
+pub async fn synthesize(
+    endpoint: &Endpoint<'_>,
+    voice: Option<&str>,
+    text: &str,
+) -> Result<Pcm, Error> {
+    let request = json!({
+        "model": endpoint.model,
+        "input": text,
+        "voice": voice.unwrap_or("alloy"),
+        "response_format": "wav",
+    });
+    let wav = endpoint
+        .post(
+            "audio/speech",
+            "application/json",
+            request.to_string().into_bytes(),
+        )
+        .await?;
+    let pcm = tokio::task::spawn_blocking(move || audio::from_wav(&wav))
+        .await
+        .map_err(|_| audio::Error::Wav("reader panicked"))??;
+    Ok(pcm)
+}

@@ -1,0 +1,173 @@
+//! Each kind of speech engine through a whole spoken turn: Wyoming and OpenAI-compatible
+//! servers (small fakes here), and an agent whose reply is not streamed.
+
+use super::client::*;
+use super::{openai, wyoming};
+use crate::support::*;
+use outpost::config::VoiceMode;
+use serde_json::json;
+use std::time::Duration;
+
+#[tokio::test]
+async fn wyoming_engines_transcribe_and_speak_a_turn() {
+    let said = "Hello from the Wyoming side.";
+    let (uri, seen) = wyoming::serve(said).await;
+    let wyoming_engine = |uri: &str| outpost::config::SpeechEngine::Wyoming {
+        uri: uri.to_string(),
+        language: Some("en".into()),
+        voice: None,
+    };
+    let (stt, tts) = (wyoming_engine(&uri), wyoming_engine(&uri));
+    let server = TestServer::with(voice_server(VoiceMode::Pipeline, |v| {
+        v.stt = Some(stt);
+        v.tts = Some(tts);
+    }))
+    .await;
+    let token = server.admin().await;
+    let status = server
+        .get("/api/agents/echo/voice/status", &token)
+        .await
+        .json();
+    assert_eq!(status["available"], true, "{status}");
+    assert_eq!(status["engines"]["stt"]["kind"], "wyoming");
+    assert_eq!(status["engines"]["stt"]["ready"], true);
+    assert_eq!(
+        status["engines"]["tts"]["voices"],
+        json!(["en_US-joe-medium"])
+    );
+    let choice = json!({"sample_rate": 24000, "voice": "en_US-joe-medium", "language": "de"});
+    let started = start(&server, &token, choice).await;
+    let socket = connect(&server, started["websocket_url"].as_str().unwrap(), None)
+        .await
+        .unwrap();
+    let packets = packets(&speech("Hello there, Wyoming.").await, 4000);
+    let heard = call(
+        socket,
+        packets,
+        vec![json!({"type": "end"})],
+        Duration::from_secs(20),
+    );
+    let heard = heard.await;
+    let transcripts: Vec<&str> = heard
+        .events_of("transcript")
+        .iter()
+        .map(|e| e["text"].as_str().unwrap())
+        .collect();
+    assert_eq!(transcripts, vec![said, said], "{:?}", heard.events);
+    let audio: Vec<Vec<u8>> = heard.packets.iter().map(|(_, p)| p.clone()).collect();
+    assert!(audio.len() > 25, "{} packets", audio.len());
+    assert!(energy(&audio, 24_000) > 100.0);
+    let seen = seen.lock().unwrap().clone();
+    assert!(seen.contains(&"language=de".to_string()), "{seen:?}");
+    assert!(seen.contains(&"streamed".to_string()), "{seen:?}");
+    assert!(
+        seen.contains(&"voice=en_US-joe-medium".to_string()),
+        "{seen:?}"
+    );
+
+    let closed = TestServer::with(voice_server(VoiceMode::Pipeline, |v| {
+        v.stt = Some(wyoming_engine("tcp://127.0.0.1:9"));
+        v.tts = Some(wyoming_engine("tcp://127.0.0.1:9"));
+    }))
+    .await;
+    let token = closed.admin().await;
+    let status = closed
+        .get("/api/agents/echo/voice/status", &token)
+        .await
+        .json();
+    assert_eq!(status["available"], false, "{status}");
+    assert!(status["reason"].as_str().unwrap().contains("not reachable"));
+}
+
+#[tokio::test]
+async fn openai_speech_endpoints_transcribe_and_speak_a_turn() {
+    let said = "Hello from the OpenAI side.";
+    let base_url = openai::serve(said).await;
+    let engine = |base_url: &str| outpost::config::SpeechEngine::OpenAi {
+        base_url: base_url.to_string(),
+        model: "whisper-1".into(),
+        api_key: Some("sk-local".into()),
+        language: Some("en".into()),
+        voice: Some("alloy".into()),
+    };
+    let (stt, tts) = (engine(&base_url), engine(&base_url));
+    let server = TestServer::with(voice_server(VoiceMode::Pipeline, |v| {
+        v.stt = Some(stt);
+        v.tts = Some(tts);
+    }))
+    .await;
+    let token = server.admin().await;
+    let status = server
+        .get("/api/agents/echo/voice/status", &token)
+        .await
+        .json();
+    assert_eq!(status["available"], true, "{status}");
+    assert_eq!(status["engines"]["tts"]["kind"], "openai");
+    let started = start(&server, &token, json!({"sample_rate": 48000})).await;
+    let socket = connect(&server, started["websocket_url"].as_str().unwrap(), None)
+        .await
+        .unwrap();
+    let packets = packets(&speech("Hello there, OpenAI.").await, 4000);
+    let heard = call(
+        socket,
+        packets,
+        vec![json!({"type": "end"})],
+        Duration::from_secs(20),
+    );
+    let heard = heard.await;
+    let transcripts: Vec<&str> = heard
+        .events_of("transcript")
+        .iter()
+        .map(|e| e["text"].as_str().unwrap())
+        .collect();
+    assert_eq!(transcripts, vec![said, said], "{:?}", heard.events);
+    let audio: Vec<Vec<u8>> = heard.packets.iter().map(|(_, p)| p.clone()).collect();
+    assert!(audio.len() > 25, "{} packets", audio.len());
+    assert!(energy(&audio, 48_000) > 100.0);
+}
+
+#[tokio::test]
+async fn a_reply_that_is_not_streamed_is_spoken_whole() {
+    let stt = command("sh", &["-c", "cat > /dev/null; echo 'Say it all at once.'"]);
+    let server = TestServer::with(|config| {
+        voice_server(VoiceMode::Pipeline, |v| {
+            v.stt = Some(stt);
+            v.tts = Some(command("espeak-ng", &["--stdout"]));
+        })(config);
+        config.agents[0].engine = outpost::config::EngineConfig::Command {
+            program: fixture("whole.sh"),
+            args: Vec::new(),
+            workdir: None,
+            env: Default::default(),
+            resume_args: Vec::new(),
+        };
+    })
+    .await;
+    let token = server.admin().await;
+    let started = start(&server, &token, json!({})).await;
+    let socket = connect(&server, started["websocket_url"].as_str().unwrap(), None)
+        .await
+        .unwrap();
+    let packets = packets(&speech("Say it all at once.").await, 4000);
+    let heard = call(
+        socket,
+        packets,
+        vec![json!({"type": "end"})],
+        Duration::from_secs(20),
+    );
+    let heard = heard.await;
+    let replies: Vec<&str> = heard
+        .events_of("transcript")
+        .iter()
+        .filter(|e| e["role"] == "assistant")
+        .map(|e| e["text"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        replies,
+        vec!["The whole reply. In two sentences."],
+        "{:?}",
+        heard.events
+    );
+    assert_eq!(heard.events_of("turn").len(), 1, "{:?}", heard.events);
+    assert!(heard.packets.len() > 25, "{} packets", heard.packets.len());
+}
