@@ -94,9 +94,6 @@ pub struct Chat {
     /// session id → the execution running in it. Changed only by store write jobs and by
     /// the run's after-hook, so the check and the mark are one step.
     busy: Arc<Mutex<HashMap<String, String>>>,
-    /// (agent, user or everyone) → sorted sessions, with the store generation they are of.
-    #[allow(clippy::type_complexity)]
-    session_lists: Arc<Mutex<HashMap<(String, Option<String>), (u64, Arc<Vec<Session>>)>>>,
 }
 
 impl Chat {
@@ -105,7 +102,6 @@ impl Chat {
             store,
             executions,
             busy: Arc::new(Mutex::new(HashMap::new())),
-            session_lists: Arc::new(Mutex::new(HashMap::new())),
         }
     }
 

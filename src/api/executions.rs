@@ -33,27 +33,9 @@ pub async fn list_executions(app: &App, request: &Request<Incoming>, name: &str)
     let agent = app.agents().visible(&caller, name)?;
     let query = Query::parse(request.uri().query());
     let mut filter = filter_for(&agent, &caller);
-    filter.kind = query
-        .get("kind")
-        .map(|k| {
-            ExecutionKind::parse(k)
-                .ok_or_else(|| ApiError::bad_request(format!("unknown kind {k:?}")))
-        })
-        .transpose()?;
-    filter.status = query
-        .get("status")
-        .map(|s| {
-            ExecutionStatus::parse(s)
-                .ok_or_else(|| ApiError::bad_request(format!("unknown status {s:?}")))
-        })
-        .transpose()?;
-    filter.since = query
-        .get("since")
-        .map(|s| {
-            Timestamp::parse_rfc3339(s)
-                .ok_or_else(|| ApiError::bad_request("since must be an RFC 3339 time"))
-        })
-        .transpose()?;
+    filter.kind = query.parsed("kind", ExecutionKind::parse, "an execution kind")?;
+    filter.status = query.parsed("status", ExecutionStatus::parse, "an execution status")?;
+    filter.since = query.parsed("since", Timestamp::parse_rfc3339, "an RFC 3339 time")?;
     let cursor = query.get("cursor").map(str::to_string);
     if cursor
         .as_deref()

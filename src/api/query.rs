@@ -56,6 +56,21 @@ impl Query {
         }
     }
 
+    /// An optional value read by `parse`; 400 with `what` when it does not parse.
+    pub fn parsed<T>(
+        &self,
+        key: &str,
+        parse: impl Fn(&str) -> Option<T>,
+        what: &str,
+    ) -> Result<Option<T>, ApiError> {
+        self.get(key)
+            .map(|text| {
+                parse(text)
+                    .ok_or_else(|| ApiError::bad_request(format!("{key}={text:?} is not {what}")))
+            })
+            .transpose()
+    }
+
     /// The page size: `limit`, default 50, at most 500.
     pub fn limit(&self) -> Result<usize, ApiError> {
         self.number("limit", DEFAULT_LIMIT as u64, 1, MAX_LIMIT as u64)

@@ -1,11 +1,8 @@
 //! Reading and closing sessions: lists, one session with its messages, the persistent
 //! history across sessions, and reset. A user sees only their own; owner and admins see all.
 
-use super::{lock, Chat, Error};
-use std::sync::Arc;
+use super::{Chat, Error};
 
-/// Session lists remembered at most; the cache starts over when full.
-const SESSION_LIST_CACHE: usize = 1024;
 use crate::agents::Agent;
 use crate::auth::Caller;
 use crate::records::{Message, Session, SessionStatus};
@@ -44,7 +41,7 @@ impl Chat {
         let only = (!agent.managed_by(caller)).then(|| caller.username.clone());
         let all = self.sorted_sessions(agent.name(), only).await?;
         let mut sessions: Vec<Session> = all
-            .iter()
+            .into_iter()
             .filter(|s| status.is_none_or(|st| s.status == st))
             .filter(|s| {
                 after
@@ -52,7 +49,6 @@ impl Chat {
                     .is_none_or(|(at, id)| (s.activity_at().0, s.id.as_str()) < (*at, id.as_str()))
             })
             .take(limit + 1)
-            .cloned()
             .collect();
         let more = sessions.len() > limit;
         sessions.truncate(limit);
@@ -69,33 +65,18 @@ impl Chat {
         })
     }
 
-    /// Sessions of an agent (one user's, or everyone's), newest activity first. Kept per
-    /// (agent, user) until the next commit: a box whose clients poll their session lists
-    /// answers from memory until something changes.
+    /// Sessions of an agent (one user's, or everyone's), newest activity first.
     async fn sorted_sessions(
         &self,
         agent: &str,
         only: Option<String>,
-    ) -> Result<Arc<Vec<Session>>, Error> {
-        let key = (agent.to_string(), only.clone());
-        let generation = self.store.generation();
-        if let Some((cached_at, sessions)) = lock(&self.session_lists).get(&key) {
-            if *cached_at == generation {
-                return Ok(sessions.clone());
-            }
-        }
+    ) -> Result<Vec<Session>, Error> {
         let agent_name = agent.to_string();
         let mut sessions = self
             .store
             .read(move |r| r.sessions_of(&agent_name, only.as_deref()))
             .await?;
         sessions.sort_by(|a, b| (b.activity_at(), &b.id).cmp(&(a.activity_at(), &a.id)));
-        let sessions = Arc::new(sessions);
-        let mut lists = lock(&self.session_lists);
-        if lists.len() >= SESSION_LIST_CACHE {
-            lists.clear();
-        }
-        lists.insert(key, (generation, sessions.clone()));
         Ok(sessions)
     }
 
