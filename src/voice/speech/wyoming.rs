@@ -9,8 +9,11 @@ use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
-/// The longest header line and data block read from a server.
+/// The longest header line read from a server.
 const MAX_HEADER_BYTES: usize = 64 * 1024;
+/// The largest data block after a header: wyoming-piper's `info` lists every voice it can
+/// fetch (86 KB for 2.5).
+const MAX_DATA_BYTES: usize = 1024 * 1024;
 /// The largest audio payload of one event.
 const MAX_PAYLOAD_BYTES: usize = 4 * 1024 * 1024;
 /// PCM sent per `audio-chunk` (100 ms at 16 kHz, 16-bit).
@@ -72,7 +75,7 @@ impl Connection {
         let mut data = header["data"].as_object().cloned().unwrap_or_default();
         let length = |key: &str| header[key].as_u64().unwrap_or(0) as usize;
         let (data_length, payload_length) = (length("data_length"), length("payload_length"));
-        if data_length > MAX_HEADER_BYTES || payload_length > MAX_PAYLOAD_BYTES {
+        if data_length > MAX_DATA_BYTES || payload_length > MAX_PAYLOAD_BYTES {
             return Err(Error::Protocol("event too large".into()));
         }
         if data_length > 0 {
