@@ -260,12 +260,44 @@ fn parse_session_cursor(cursor: &str) -> Result<(i64, String), Error> {
     Ok((at, id.to_string()))
 }
 
+/// A history cursor: hex digits only, so that slicing by byte pairs never cuts a character.
 fn parse_hex(text: &str) -> Result<Vec<u8>, Error> {
-    if text.len() % 2 != 0 || text.len() > 1024 {
+    let bytes = text.as_bytes();
+    if bytes.len() % 2 != 0 || bytes.len() > 1024 || !bytes.iter().all(u8::is_ascii_hexdigit) {
         return Err(Error::BadCursor);
     }
-    (0..text.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&text[i..i + 2], 16).map_err(|_| Error::BadCursor))
-        .collect()
+    Ok(bytes
+        .chunks(2)
+        .map(|pair| (hex_value(pair[0]) << 4) | hex_value(pair[1]))
+        .collect())
+}
+
+fn hex_value(digit: u8) -> u8 {
+    match digit {
+        b'0'..=b'9' => digit - b'0',
+        b'a'..=b'f' => digit - b'a' + 10,
+        _ => digit - b'A' + 10,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_hex;
+
+    fn check(cursor: &str, expected: Option<&[u8]>) {
+        assert_eq!(parse_hex(cursor).ok().as_deref(), expected, "{cursor:?}");
+    }
+
+    #[test]
+    fn history_cursors() {
+        check("", Some(&[]));
+        check("00ff", Some(&[0, 255]));
+        check("0aFf", Some(&[10, 255]));
+        check("0", None);
+        check("zz", None);
+        check("+1", None);
+        // A multi-byte character across a pair boundary was a panic, found by schemathesis.
+        check("\u{1}\u{6fc3c}$", None);
+        check("a\u{e9}b", None);
+    }
 }

@@ -13,6 +13,7 @@ mod packaging;
 mod paid;
 mod reload;
 mod restart;
+mod schema;
 mod service;
 mod sessions;
 mod supervised;
