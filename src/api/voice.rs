@@ -8,8 +8,10 @@ use crate::error::{ApiError, ApiResult};
 use crate::http::body::{self, Body, Response};
 use crate::voice::wire::{Inbound, Outbound};
 use crate::voice::{StartRequest, TICKET_TTL};
+use bytes::Bytes;
 use fastwebsockets::{Frame, OpCode, Payload, WebSocketError};
 use hyper::body::Incoming;
+use hyper::header::{HeaderValue, CACHE_CONTROL};
 use hyper::{Request, StatusCode};
 use serde_json::json;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -17,6 +19,33 @@ use tokio::sync::mpsc;
 
 /// Largest frame a client may send: one Opus packet, or a small JSON message.
 const MAX_FRAME_BYTES: usize = 16 * 1024;
+/// The voice test page; it loads nothing from elsewhere.
+const PAGE: &str = include_str!("voice_page.html");
+/// Its own inline script and style, and this origin (HTTP and the socket), nothing else.
+const PAGE_POLICY: &str = "default-src 'none'; script-src 'unsafe-inline'; \
+    style-src 'unsafe-inline'; connect-src 'self'; base-uri 'none'; form-action 'none'; \
+    frame-ancestors 'none'";
+
+/// `GET /voice`: the test page. It needs no token; everything it does does.
+pub fn page() -> ApiResult {
+    let mut response = body::with_type(
+        StatusCode::OK,
+        "text/html; charset=utf-8",
+        Bytes::from_static(PAGE.as_bytes()),
+    );
+    let headers = response.headers_mut();
+    headers.insert(
+        "content-security-policy",
+        HeaderValue::from_static(PAGE_POLICY),
+    );
+    headers.insert("referrer-policy", HeaderValue::from_static("no-referrer"));
+    headers.insert(
+        "x-content-type-options",
+        HeaderValue::from_static("nosniff"),
+    );
+    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Ok(response)
+}
 
 /// `POST /api/agents/{name}/voice/start`
 pub async fn start_voice(app: &App, request: Request<Incoming>, name: &str) -> ApiResult {

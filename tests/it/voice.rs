@@ -4,6 +4,7 @@
 mod client;
 mod engines;
 mod openai;
+mod page;
 mod wyoming;
 
 use crate::support::*;
