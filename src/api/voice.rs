@@ -14,11 +14,14 @@ use hyper::body::Incoming;
 use hyper::header::{HeaderValue, CACHE_CONTROL};
 use hyper::{Request, StatusCode};
 use serde_json::json;
+use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::mpsc;
 
 /// Largest frame a client may send: one Opus packet, or a small JSON message.
 const MAX_FRAME_BYTES: usize = 16 * 1024;
+/// The socket's write timeout when voice is off (no call can run then anyway).
+const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 /// The voice test page; it loads nothing from elsewhere.
 const PAGE: &str = include_str!("voice_page.html");
 /// Its own inline script and style, and this origin (HTTP and the socket), nothing else.
@@ -145,10 +148,14 @@ pub async fn voice_socket(app: &App, mut request: Request<Incoming>, name: &str)
     let (response, upgrade) = fastwebsockets::upgrade::upgrade(&mut request)
         .map_err(|err| ApiError::bad_request(format!("bad WebSocket handshake: {err}")))?;
     // The upgrade resolves only once hyper has sent the 101 below.
+    let write_timeout = app
+        .voice()
+        .config()
+        .map_or(DEFAULT_WRITE_TIMEOUT, |c| c.write_timeout);
     app.voice()
         .run(attach, move |inbound, outbound| async move {
             match upgrade.await {
-                Ok(socket) => carry(socket, inbound, outbound).await,
+                Ok(socket) => carry(socket, inbound, outbound, write_timeout).await,
                 Err(err) => tracing::debug!(cause = %err, "voice upgrade failed"),
             }
         });
@@ -156,11 +163,14 @@ pub async fn voice_socket(app: &App, mut request: Request<Incoming>, name: &str)
     Ok(Response::from_parts(parts, Body::empty()))
 }
 
-/// Moves frames until the call says goodbye (its close frame) or the client is gone.
+/// Moves frames until the call says goodbye (its close frame) or the client is gone: it
+/// closed, or it stopped reading and a frame could not be written within `write_timeout`.
+/// Either way the call then sees its channels close and ends, keeping its transcript.
 async fn carry<S>(
     socket: fastwebsockets::WebSocket<S>,
     inbound: mpsc::Sender<Inbound>,
     outbound: mpsc::Receiver<Outbound>,
+    write_timeout: Duration,
 ) where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -197,7 +207,7 @@ async fn carry<S>(
         std::future::pending::<()>().await;
     };
     tokio::select! {
-        () = write(writer, outbound, obligated_rx) => {}
+        () = write(writer, outbound, obligated_rx, write_timeout) => {}
         () = read => {}
     }
 }
@@ -206,9 +216,11 @@ async fn write<S>(
     mut writer: fastwebsockets::WebSocketWrite<S>,
     mut outbound: mpsc::Receiver<Outbound>,
     mut obligated: mpsc::Receiver<(OpCode, Vec<u8>)>,
+    write_timeout: Duration,
 ) where
     S: AsyncWrite + Unpin,
 {
+    let mut closing = false;
     loop {
         let frame = tokio::select! {
             next = outbound.recv() => match next {
@@ -216,16 +228,24 @@ async fn write<S>(
                 Some(Outbound::Audio(packet)) => Frame::binary(Payload::Owned(packet)),
                 Some(Outbound::Event(event)) => Frame::text(Payload::Owned(event.to_json().into_bytes())),
                 Some(Outbound::Close(code, reason)) => {
-                    let _ = writer.write_frame(Frame::close(code, reason.as_bytes())).await;
-                    return;
+                    closing = true;
+                    Frame::close(code, reason.as_bytes())
                 }
             },
             Some((opcode, payload)) = obligated.recv() => {
                 Frame::new(true, opcode, None, Payload::Owned(payload))
             }
         };
-        if writer.write_frame(frame).await.is_err() {
-            return;
+        match tokio::time::timeout(write_timeout, writer.write_frame(frame)).await {
+            Ok(Ok(())) if !closing => {}
+            Ok(_) => return,
+            Err(_) => {
+                tracing::info!(
+                    timeout_ms = write_timeout.as_millis() as u64,
+                    "a voice client stopped reading; closing its socket"
+                );
+                return;
+            }
         }
     }
 }

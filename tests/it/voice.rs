@@ -5,6 +5,7 @@ mod client;
 mod engines;
 mod openai;
 mod page;
+mod robust;
 mod wyoming;
 
 use crate::support::*;
