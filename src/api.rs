@@ -58,6 +58,7 @@ async fn dispatch(
         (&M::GET, ["metrics"]) => ("/metrics", ops::metrics(app, &request, peer)),
         (&M::GET, ["openapi.json"]) => ("/openapi.json", ops::openapi()),
         (&M::GET, ["docs"]) => ("/docs", ops::docs()),
+        (&M::GET, ["voice"]) => ("/voice", voice::page()),
         (&M::POST, ["api", "token"]) | (&M::POST, ["token"]) => {
             ("/api/token", token::create_token(app, request, peer).await)
         }
@@ -230,6 +231,7 @@ fn unmatched(method: &Method, segments: &[&str]) -> ApiError {
         "metrics",
         "openapi.json",
         "docs",
+        "voice",
         "token",
         "api",
         "p",
@@ -255,6 +257,7 @@ fn is_route_path(segments: &[&str]) -> bool {
             | ["metrics"]
             | ["openapi.json"]
             | ["docs"]
+            | ["voice"]
             | ["token"]
             | ["api", "token"]
             | ["api", "auth", "logout"]

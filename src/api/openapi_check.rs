@@ -15,6 +15,7 @@ mod tests {
         ("GET", "/metrics"),
         ("GET", "/openapi.json"),
         ("GET", "/docs"),
+        ("GET", "/voice"),
         ("POST", "/api/token"),
         ("POST", "/token"),
         ("POST", "/api/auth/logout"),
@@ -207,6 +208,16 @@ mod tests {
         assert!(
             !page.contains("://") && !page.contains("@import") && !page.contains("src="),
             "the public chat page must not load anything from another origin"
+        );
+    }
+
+    #[test]
+    fn the_voice_page_is_self_contained() {
+        let page = include_str!("voice_page.html");
+        assert!(page.contains("/voice/start") && page.contains("AudioEncoder"));
+        assert!(
+            !page.contains("://") && !page.contains("@import") && !page.contains("src="),
+            "the voice page must not load anything from another origin"
         );
     }
 

@@ -8,15 +8,47 @@ use crate::error::{ApiError, ApiResult};
 use crate::http::body::{self, Body, Response};
 use crate::voice::wire::{Inbound, Outbound};
 use crate::voice::{StartRequest, TICKET_TTL};
+use bytes::Bytes;
 use fastwebsockets::{Frame, OpCode, Payload, WebSocketError};
 use hyper::body::Incoming;
+use hyper::header::{HeaderValue, CACHE_CONTROL};
 use hyper::{Request, StatusCode};
 use serde_json::json;
+use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::mpsc;
 
 /// Largest frame a client may send: one Opus packet, or a small JSON message.
 const MAX_FRAME_BYTES: usize = 16 * 1024;
+/// The socket's write timeout when voice is off (no call can run then anyway).
+const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(5);
+/// The voice test page; it loads nothing from elsewhere.
+const PAGE: &str = include_str!("voice_page.html");
+/// Its own inline script and style, and this origin (HTTP and the socket), nothing else.
+const PAGE_POLICY: &str = "default-src 'none'; script-src 'unsafe-inline'; \
+    style-src 'unsafe-inline'; connect-src 'self'; base-uri 'none'; form-action 'none'; \
+    frame-ancestors 'none'";
+
+/// `GET /voice`: the test page. It needs no token; everything it does does.
+pub fn page() -> ApiResult {
+    let mut response = body::with_type(
+        StatusCode::OK,
+        "text/html; charset=utf-8",
+        Bytes::from_static(PAGE.as_bytes()),
+    );
+    let headers = response.headers_mut();
+    headers.insert(
+        "content-security-policy",
+        HeaderValue::from_static(PAGE_POLICY),
+    );
+    headers.insert("referrer-policy", HeaderValue::from_static("no-referrer"));
+    headers.insert(
+        "x-content-type-options",
+        HeaderValue::from_static("nosniff"),
+    );
+    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Ok(response)
+}
 
 /// `POST /api/agents/{name}/voice/start`
 pub async fn start_voice(app: &App, request: Request<Incoming>, name: &str) -> ApiResult {
@@ -116,10 +148,14 @@ pub async fn voice_socket(app: &App, mut request: Request<Incoming>, name: &str)
     let (response, upgrade) = fastwebsockets::upgrade::upgrade(&mut request)
         .map_err(|err| ApiError::bad_request(format!("bad WebSocket handshake: {err}")))?;
     // The upgrade resolves only once hyper has sent the 101 below.
+    let write_timeout = app
+        .voice()
+        .config()
+        .map_or(DEFAULT_WRITE_TIMEOUT, |c| c.write_timeout);
     app.voice()
         .run(attach, move |inbound, outbound| async move {
             match upgrade.await {
-                Ok(socket) => carry(socket, inbound, outbound).await,
+                Ok(socket) => carry(socket, inbound, outbound, write_timeout).await,
                 Err(err) => tracing::debug!(cause = %err, "voice upgrade failed"),
             }
         });
@@ -127,11 +163,14 @@ pub async fn voice_socket(app: &App, mut request: Request<Incoming>, name: &str)
     Ok(Response::from_parts(parts, Body::empty()))
 }
 
-/// Moves frames until the call says goodbye (its close frame) or the client is gone.
+/// Moves frames until the call says goodbye (its close frame) or the client is gone: it
+/// closed, or it stopped reading and a frame could not be written within `write_timeout`.
+/// Either way the call then sees its channels close and ends, keeping its transcript.
 async fn carry<S>(
     socket: fastwebsockets::WebSocket<S>,
     inbound: mpsc::Sender<Inbound>,
     outbound: mpsc::Receiver<Outbound>,
+    write_timeout: Duration,
 ) where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -168,7 +207,7 @@ async fn carry<S>(
         std::future::pending::<()>().await;
     };
     tokio::select! {
-        () = write(writer, outbound, obligated_rx) => {}
+        () = write(writer, outbound, obligated_rx, write_timeout) => {}
         () = read => {}
     }
 }
@@ -177,9 +216,11 @@ async fn write<S>(
     mut writer: fastwebsockets::WebSocketWrite<S>,
     mut outbound: mpsc::Receiver<Outbound>,
     mut obligated: mpsc::Receiver<(OpCode, Vec<u8>)>,
+    write_timeout: Duration,
 ) where
     S: AsyncWrite + Unpin,
 {
+    let mut closing = false;
     loop {
         let frame = tokio::select! {
             next = outbound.recv() => match next {
@@ -187,16 +228,24 @@ async fn write<S>(
                 Some(Outbound::Audio(packet)) => Frame::binary(Payload::Owned(packet)),
                 Some(Outbound::Event(event)) => Frame::text(Payload::Owned(event.to_json().into_bytes())),
                 Some(Outbound::Close(code, reason)) => {
-                    let _ = writer.write_frame(Frame::close(code, reason.as_bytes())).await;
-                    return;
+                    closing = true;
+                    Frame::close(code, reason.as_bytes())
                 }
             },
             Some((opcode, payload)) = obligated.recv() => {
                 Frame::new(true, opcode, None, Payload::Owned(payload))
             }
         };
-        if writer.write_frame(frame).await.is_err() {
-            return;
+        match tokio::time::timeout(write_timeout, writer.write_frame(frame)).await {
+            Ok(Ok(())) if !closing => {}
+            Ok(_) => return,
+            Err(_) => {
+                tracing::info!(
+                    timeout_ms = write_timeout.as_millis() as u64,
+                    "a voice client stopped reading; closing its socket"
+                );
+                return;
+            }
         }
     }
 }

@@ -51,6 +51,10 @@ fn configs() {
         Err("voice.opus_complexity"),
     );
     check(
+        "[voice]\nwrite_timeout_ms = 0",
+        Err("voice.write_timeout_ms"),
+    );
+    check(
         "[voice]\nmax_duration = \"long\"",
         Err("voice.max_duration"),
     );

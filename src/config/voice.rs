@@ -18,6 +18,8 @@ pub struct RawVoice {
     pub min_speech_ms: u64,
     pub end_silence_ms: u64,
     pub opus_complexity: i32,
+    pub barge_in_ms: u64,
+    pub write_timeout_ms: u64,
 }
 
 impl Default for RawVoice {
@@ -32,6 +34,8 @@ impl Default for RawVoice {
             min_speech_ms: 200,
             end_silence_ms: 600,
             opus_complexity: 5,
+            barge_in_ms: 250,
+            write_timeout_ms: 5000,
         }
     }
 }
@@ -104,6 +108,12 @@ pub struct VoiceConfig {
     pub end_silence_ms: u64,
     /// Opus encoder complexity, 0-10.
     pub opus_complexity: i32,
+    /// Speech needed while the agent speaks before it stops for the caller; shorter sounds
+    /// (and utterances that never got this long) are ignored.
+    pub barge_in_ms: u64,
+    /// A frame the socket cannot write in this long ends the call (the client stopped
+    /// reading); the call's transcript is kept.
+    pub write_timeout: Duration,
 }
 
 impl VoiceConfig {
@@ -142,6 +152,12 @@ impl VoiceConfig {
         if !(0..=10).contains(&raw.opus_complexity) {
             return Err(invalid("voice.opus_complexity", "must be between 0 and 10"));
         }
+        if !(100..=600_000).contains(&raw.write_timeout_ms) {
+            return Err(invalid(
+                "voice.write_timeout_ms",
+                "must be between 100 and 600000",
+            ));
+        }
         Ok(VoiceConfig {
             mode,
             stt: raw.stt,
@@ -153,6 +169,8 @@ impl VoiceConfig {
             min_speech_ms: raw.min_speech_ms,
             end_silence_ms: raw.end_silence_ms,
             opus_complexity: raw.opus_complexity,
+            barge_in_ms: raw.barge_in_ms,
+            write_timeout: Duration::from_millis(raw.write_timeout_ms),
         })
     }
 }

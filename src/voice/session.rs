@@ -72,6 +72,8 @@ struct Call {
     streams: Streams,
     /// Rewrites of interrupted replies; waited for before the call says `saved`.
     keepers: JoinSet<()>,
+    /// The caller started speaking over the agent and has not yet said `barge_in_ms` of it.
+    barging: bool,
     undecodable: u32,
     window: (Instant, u32),
     counts: Counts,
@@ -89,6 +91,8 @@ struct Counts {
     dropped: u64,
     /// Sent later than their due time plus one frame (the loop fell behind).
     late: u64,
+    /// Utterances over the agent's voice too short to barge in.
+    ignored: u64,
 }
 
 /// The chat turn whose reply is being spoken.
@@ -173,6 +177,7 @@ impl Call {
             current: None,
             streams: Streams::default(),
             keepers: JoinSet::new(),
+            barging: false,
             undecodable: 0,
             window: (Instant::now(), 0),
             counts: Counts::default(),
@@ -257,9 +262,8 @@ impl Call {
         for heard in self.vad.push(&pcm) {
             match heard {
                 Heard::SpeechStarted => {
-                    if self.speaking() {
-                        self.barge_in().await?;
-                    }
+                    // Over the agent's voice: a barge-in once it has lasted barge_in_ms.
+                    self.barging = self.speaking();
                     let config = &self.context.config;
                     match (&config.mode, &config.stt) {
                         (VoiceMode::Pipeline, Some(stt)) if speech::streams(stt) => {
@@ -268,8 +272,22 @@ impl Call {
                         _ => {}
                     }
                 }
+                Heard::Utterance(_) if std::mem::take(&mut self.barging) => {
+                    // Too short to stop the agent: a noise, or its own voice in the room.
+                    self.counts.ignored += 1;
+                    self.streams.discard();
+                }
                 Heard::Utterance(samples) => self.on_utterance(samples).await?,
-                Heard::Discarded => self.streams.discard(),
+                Heard::Discarded => {
+                    self.barging = false;
+                    self.streams.discard();
+                }
+            }
+        }
+        if self.barging && self.vad.speech_ms() >= self.context.config.barge_in_ms {
+            self.barging = false;
+            if self.speaking() {
+                self.barge_in().await?;
             }
         }
         self.streams.feed(self.vad.utterance());

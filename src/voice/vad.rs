@@ -58,6 +58,15 @@ impl Vad {
         self.in_speech
     }
 
+    /// Speech heard in the open utterance so far (its frames called speech), in ms.
+    pub fn speech_ms(&self) -> u64 {
+        if self.in_speech {
+            self.speech_ms
+        } else {
+            0
+        }
+    }
+
     /// The open utterance so far (with pre-roll); empty when not in speech.
     pub fn utterance(&self) -> &[i16] {
         &self.utterance

@@ -1,7 +1,7 @@
 //! Public links: the owner's side (create, list, change, delete), the visitor's side (link,
 //! chat, history), what the store keeps, and what visitors are shown.
 
-mod browser;
+pub mod browser;
 mod limits;
 
 use crate::support::*;

@@ -18,7 +18,7 @@ const CHROMIUM: &str = "/usr/bin/chromium";
 const PATIENCE: Duration = Duration::from_secs(20);
 
 /// One headless browser with one page attached.
-struct Browser {
+pub struct Browser {
     child: Child,
     commands: ChildStdin,
     replies: BufReader<ChildStdout>,
@@ -30,6 +30,11 @@ struct Browser {
 
 impl Browser {
     async fn launch() -> Browser {
+        Browser::launch_with(&[]).await
+    }
+
+    /// A browser started with `extra` command-line switches too.
+    pub async fn launch_with(extra: &[String]) -> Browser {
         assert!(
             Path::new(CHROMIUM).exists(),
             "the browser test needs Debian's chromium at {CHROMIUM}: run tests/run.sh, which \
@@ -55,6 +60,7 @@ impl Browser {
                 "--mute-audio",
                 "--remote-debugging-pipe",
             ])
+            .args(extra)
             .arg(format!("--user-data-dir={}", profile.path().display()))
             .arg("about:blank")
             .stdin(Stdio::piped())
@@ -109,7 +115,7 @@ impl Browser {
     }
 
     /// Opens a page at `url` and attaches to it.
-    async fn open(&mut self, url: &str) {
+    pub async fn open(&mut self, url: &str) {
         let target = self
             .call("Target.createTarget", json!({"url": "about:blank"}))
             .await;
@@ -124,7 +130,7 @@ impl Browser {
     }
 
     /// Evaluates `expression` in the page (awaiting a promise) and returns its value.
-    async fn eval(&mut self, expression: &str) -> Value {
+    pub async fn eval(&mut self, expression: &str) -> Value {
         let result = self
             .call(
                 "Runtime.evaluate",
@@ -139,7 +145,7 @@ impl Browser {
     }
 
     /// Waits until `expression` is truthy in the page and returns its value.
-    async fn wait_for(&mut self, expression: &str) -> Value {
+    pub async fn wait_for(&mut self, expression: &str) -> Value {
         let deadline = tokio::time::Instant::now() + PATIENCE;
         loop {
             let value = self.eval(expression).await;
@@ -167,7 +173,7 @@ impl Browser {
         .await;
     }
 
-    async fn close(mut self) {
+    pub async fn close(mut self) {
         self.page = None;
         self.call("Browser.close", json!({})).await;
         if tokio::time::timeout(Duration::from_secs(5), self.child.wait())
