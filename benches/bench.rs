@@ -8,6 +8,10 @@
 mod ceiling;
 #[path = "bench/client.rs"]
 mod client;
+// Shared with the integration tests, which use more of them than the bench does.
+#[allow(dead_code, reason = "shared with tests/it")]
+#[path = "../tests/it/voice/conversation.rs"]
+mod conversation;
 #[path = "bench/daemon.rs"]
 mod daemon;
 #[path = "bench/facilitator.rs"]
@@ -22,8 +26,13 @@ mod render;
 mod report;
 #[path = "bench/setup.rs"]
 mod setup;
+#[allow(dead_code, reason = "shared with tests/it")]
+#[path = "../tests/it/voice/speech_services.rs"]
+mod speech_services;
 #[path = "bench/tasks.rs"]
 mod tasks;
+#[path = "bench/voice_real.rs"]
+mod voice_real;
 
 use anyhow::Context;
 use ceiling::Ceiling;
@@ -116,6 +125,8 @@ struct Results {
     verifications: f64,
     /// Sequential unpaid and paid turns on the paid agent.
     paid_turns: paid::TurnResults,
+    /// Spoken turns through the real speech engines (a daemon of their own).
+    voice_real: voice_real::Outcome,
 }
 
 async fn run() -> anyhow::Result<String> {
@@ -198,6 +209,8 @@ async fn measure(
     let verifications =
         tokio::task::spawn_blocking(move || paid::verifications_per_second(duration)).await??;
 
+    let voice_real = voice_real::measure().await?;
+
     progress_at(daemon, "done");
     Ok(Results {
         ceiling: ceiling_stats,
@@ -214,6 +227,7 @@ async fn measure(
         tasks,
         verifications,
         paid_turns,
+        voice_real,
     })
 }
 

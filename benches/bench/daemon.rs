@@ -55,6 +55,26 @@ impl Daemon {
         Ok(daemon)
     }
 
+    /// A daemon of its own for one run: the bench's config with no members, a paid agent whose
+    /// facilitator is never asked, and `extra` appended (a `[voice]` section).
+    pub async fn start_with(extra: &str) -> anyhow::Result<Daemon> {
+        let dir = tempfile::Builder::new().prefix("outpost-bench").tempdir()?;
+        let addr = free_port()?;
+        let config_path = dir.path().join("outpost.toml");
+        let mut config = config_text(addr, &dir.path().join("data"), &[], "http://127.0.0.1:9");
+        config.push_str(extra);
+        std::fs::write(&config_path, config)?;
+        let mut daemon = Daemon {
+            addr,
+            config_path,
+            child: None,
+            dir,
+        };
+        daemon.spawn()?;
+        daemon.wait_healthy().await?;
+        Ok(daemon)
+    }
+
     /// Stops the daemon, adds `members` with `outpost user add`, and starts it again on the
     /// same data dir and address (tokens issued before stay valid).
     ///

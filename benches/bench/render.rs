@@ -4,6 +4,7 @@ use crate::daemon::PAID_AGENT;
 use crate::load::Stats;
 use crate::paid;
 use crate::report::{self, megabytes, ms, per_second, Row};
+use crate::voice_real::{self, Outcome};
 use crate::{
     Results, CONNECTIONS, RSS_SAMPLE_INTERVAL, SEEDED_SESSIONS, SEEDED_TURNS, SEQUENTIAL_TURNS,
 };
@@ -89,6 +90,7 @@ pub fn render(results: &Results, seconds: u64, pid: u32) -> String {
     let mut verifications = Row::named("x402 payment verified locally (one core)");
     verifications.rate = per_second(results.verifications, "verifications/s");
     let paid_turn = paid_row(&results.paid_turns);
+    let (voice_server, voice_client) = voice_real_rows(&results.voice_real);
 
     let rows = [
         ceiling,
@@ -104,6 +106,8 @@ pub fn render(results: &Results, seconds: u64, pid: u32) -> String {
         queued,
         verifications,
         paid_turn,
+        voice_server,
+        voice_client,
     ];
     let mut out = report::table(&rows);
     out.push('\n');
@@ -169,6 +173,7 @@ fn how_it_was_run(results: &Results, seconds: u64, pid: u32) -> String {
             megabytes(results.rss_before_chat_kib)
         ),
     ];
+    lines.push(voice_real_note(&results.voice_real));
     let runs = [
         ("ceiling", &results.ceiling),
         ("chat/sessions", &results.sessions),
@@ -209,4 +214,55 @@ fn paid_row(turns: &paid::TurnResults) -> Row {
     row.p50 = ms(turns.paid.percentile(50.0));
     row.p99 = ms(turns.paid.percentile(99.0));
     row
+}
+
+/// End of speech → first audio packet with the real speech engines: the daemon's figure (from
+/// its end-of-utterance decision) against the target, and the one the caller lives with.
+fn voice_real_rows(outcome: &Outcome) -> (Row, Row) {
+    let mut server = Row::named("voice turn, real speech engines: speech end → first audio");
+    let mut client = Row::named("voice turn, real speech engines: last word → first audio heard");
+    server.target = "p50 ≤ 1.0 s".into();
+    match outcome {
+        Outcome::Skipped(_) => {
+            server.rate = "skipped: no speech venv (see below)".into();
+            client.rate = "skipped".into();
+        }
+        Outcome::Measured(results) => {
+            for (row, latencies) in [
+                (&mut server, &results.server),
+                (&mut client, &results.client),
+            ] {
+                row.rate = format!(
+                    "{} turns, p95 {}",
+                    latencies.len(),
+                    ms(latencies.percentile(95.0))
+                );
+                row.p50 = ms(latencies.percentile(50.0));
+                row.p99 = ms(latencies.percentile(99.0));
+            }
+            server.met = Some(results.server.percentile(50.0) <= Duration::from_secs(1));
+        }
+    }
+    (server, client)
+}
+
+fn voice_real_note(outcome: &Outcome) -> String {
+    match outcome {
+        Outcome::Skipped(why) => format!("Voice (real speech engines): skipped: {why}."),
+        Outcome::Measured(results) => format!(
+            "Voice (real speech engines): wyoming-faster-whisper (Whisper tiny.en, int8, beam \
+             size 1) and wyoming-piper (en_US-joe-medium) on 127.0.0.1, a daemon of their own \
+             with `[voice] mode = \"pipeline\"` and the echo agent; one call of {} turns, each \
+             utterance (espeak-ng, 1-2 s) sent as 20 ms Opus packets in real time, then \
+             silence until the reply has played. \"Speech end\" is the daemon's \
+             `speech_end_to_first_audio_ms`, counted from its end-of-utterance decision \
+             (`end_silence_ms` = 600 ms of silence after the last word); \"last word\" is what \
+             the caller waits, counted from its last packet of speech. The p99 column is the \
+             slowest turn. At p50, speech end → transcript took {} and the reply's first token \
+             → its first packet (piper on the first sentence, resampling, Opus) {}.",
+            voice_real::TURNS,
+            ms(results.transcript.percentile(50.0)),
+            ms(results.synthesis.percentile(50.0)),
+        ),
+    }
 }
