@@ -15,6 +15,8 @@ pub mod control;
 pub mod engines;
 pub mod error;
 pub mod executions;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod http;
 pub mod ids;
 pub mod links;

@@ -21,8 +21,8 @@ use std::collections::BTreeMap;
 use std::io;
 use std::path::PathBuf;
 use std::process::{ExitStatus, Stdio};
-use tokio::io::{AsyncWriteExt, BufReader};
-use tokio::process::{ChildStdin, ChildStdout};
+use tokio::io::{AsyncBufRead, AsyncWriteExt, BufReader};
+use tokio::process::ChildStdin;
 use tracing::debug;
 use transcript::{Transcript, Verdict};
 
@@ -126,7 +126,12 @@ impl Invocation {
         };
         let ((), (), stderr_tail, status) = tokio::join!(
             feed_prompt(stdin, &turn.prompt),
-            relay_events(stdout, &sink, &mut transcript),
+            relay_events(
+                BufReader::new(stdout),
+                &sink,
+                &mut transcript,
+                MAX_LINE_BYTES
+            ),
             pipes::read_tail(stderr, STDERR_TAIL_BYTES),
             exit,
         );
@@ -194,19 +199,26 @@ async fn feed_prompt(mut stdin: ChildStdin, prompt: &str) {
     }
 }
 
-/// Forwards the agent's stdout events to `sink` until the end of the stream.
-async fn relay_events(stdout: ChildStdout, sink: &EventSink, transcript: &mut Transcript) {
-    let mut reader = BufReader::new(stdout);
+/// Forwards the agent's stdout events to `sink` until the end of the stream, skipping lines
+/// longer than `max_line_bytes`.
+async fn relay_events<R>(
+    mut reader: R,
+    sink: &EventSink,
+    transcript: &mut Transcript,
+    max_line_bytes: usize,
+) where
+    R: AsyncBufRead + Unpin,
+{
     let mut line = Vec::new();
     loop {
-        match pipes::next_line(&mut reader, &mut line, MAX_LINE_BYTES).await {
+        match pipes::next_line(&mut reader, &mut line, max_line_bytes).await {
             Ok(Some(Line::Complete)) => {
                 if let Some(event) = transcript.observe_line(&line) {
                     sink.send(event);
                 }
             }
             Ok(Some(Line::TooLong)) => debug!(
-                max_bytes = MAX_LINE_BYTES,
+                max_bytes = max_line_bytes,
                 "skipping an overlong line of agent output"
             ),
             Ok(None) => return,
@@ -216,6 +228,29 @@ async fn relay_events(stdout: ChildStdout, sink: &EventSink, transcript: &mut Tr
             }
         }
     }
+}
+
+/// Reads a whole stdout as a turn does (the agent exiting with status 0): the events passed on
+/// and the turn's result. `reader` holds the bytes, `max_line_bytes` is the line limit. For
+/// the fuzzing targets (`crate::fuzzing`), which feed it arbitrary output.
+pub(crate) async fn replay_stdout<R>(
+    reader: R,
+    max_line_bytes: usize,
+) -> (Vec<serde_json::Value>, Result<Outcome, Error>)
+where
+    R: AsyncBufRead + Unpin,
+{
+    use std::os::unix::process::ExitStatusExt;
+    let (sink, mut events) = EventSink::channel();
+    let mut transcript = Transcript::default();
+    relay_events(reader, &sink, &mut transcript, max_line_bytes).await;
+    drop(sink);
+    let mut forwarded = Vec::new();
+    while let Ok(event) = events.try_recv() {
+        forwarded.push(event);
+    }
+    let result = finish(transcript, ExitStatus::from_raw(0), String::new());
+    (forwarded, result)
 }
 
 /// Judges the turn: the agent's own error first, then its exit status.

@@ -39,6 +39,15 @@ impl Decoder {
         let samples = self.inner.decode(packet, &mut self.buffer, false)?;
         Ok(&self.buffer[..samples])
     }
+
+    /// The PCM of one packet from a caller, or None for an empty, oversized (over
+    /// [`MAX_PACKET_BYTES`]) or undecodable one.
+    pub fn decode_packet(&mut self, packet: &[u8]) -> Option<&[i16]> {
+        if packet.is_empty() || packet.len() > MAX_PACKET_BYTES {
+            return None;
+        }
+        self.decode(packet).ok()
+    }
 }
 
 /// Encodes 20 ms frames of mono PCM: VOIP application, in-band FEC on.

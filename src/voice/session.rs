@@ -2,7 +2,7 @@
 //! audio, speech-to-text, the agent's turn, text-to-speech), the pacing clock of outbound
 //! audio, `voice/stop` and shutdown. Audio leaves in 20 ms Opus packets paced in real time.
 
-use super::opus::{Decoder, Encoder, MAX_PACKET_BYTES};
+use super::opus::{Decoder, Encoder};
 use super::playback::Playback;
 use super::speech;
 use super::stream::Streams;
@@ -241,11 +241,7 @@ impl Call {
             self.counts.dropped += 1;
             return Ok(());
         }
-        let decoded = if packet.is_empty() || packet.len() > MAX_PACKET_BYTES {
-            None
-        } else {
-            self.decoder.decode(packet).ok().map(<[i16]>::to_vec)
-        };
+        let decoded = self.decoder.decode_packet(packet).map(<[i16]>::to_vec);
         self.context
             .metrics
             .observe("outpost_voice_decode_seconds", now.elapsed());
@@ -295,7 +291,7 @@ impl Call {
     }
 
     async fn on_text(&mut self, text: &str) -> Result<(), Ending> {
-        match serde_json::from_str::<ClientMessage>(text) {
+        match ClientMessage::read(text) {
             Ok(ClientMessage::Ping) => self.event(Event::Pong).await,
             Ok(ClientMessage::End) => return Err((close::NORMAL, "the caller hung up".into())),
             Ok(ClientMessage::Interrupt) => {
@@ -309,13 +305,7 @@ impl Call {
                 self.event(Event::error("unsupported", message)).await;
             }
             Ok(ClientMessage::Text { text }) => self.start_turn(Input::Text(text)).await?,
-            Err(err) => {
-                self.event(Event::error(
-                    "bad_message",
-                    format!("unreadable frame: {err}"),
-                ))
-                .await
-            }
+            Err(event) => self.event(event).await,
         }
         Ok(())
     }

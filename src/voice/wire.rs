@@ -29,6 +29,14 @@ pub enum ClientMessage {
     Ping,
 }
 
+impl ClientMessage {
+    /// Reads a text frame; an unreadable one gives the `bad_message` error event to answer.
+    pub fn read(text: &str) -> Result<ClientMessage, Event> {
+        serde_json::from_str(text)
+            .map_err(|err| Event::error("bad_message", format!("unreadable frame: {err}")))
+    }
+}
+
 /// A frame from the client, as the socket layer hands it over.
 #[derive(Debug)]
 pub enum Inbound {

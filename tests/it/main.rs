@@ -5,6 +5,7 @@ mod backup;
 mod chat;
 mod cli;
 mod engines;
+mod fuzz_corpus;
 mod http;
 mod identity;
 mod links;
