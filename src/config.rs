@@ -349,9 +349,24 @@ fn public_from_raw(raw: RawPublic) -> Result<PublicConfig, Error> {
         default_link_rate_limit_per_minute: positive(
             "public.default_link_rate_limit_per_minute",
             raw.default_link_rate_limit_per_minute,
-        )?,
+        )
+        .and_then(link_rate)?,
         trusted_proxies,
     })
+}
+
+/// Highest `rate_limit_per_minute` a public link may have (and so its default).
+pub const MAX_LINK_RATE_PER_MINUTE: u32 = 10_000;
+
+/// The default rate of links: a rate a link may have, or every link made without one fails.
+fn link_rate(rate: u32) -> Result<u32, Error> {
+    if rate > MAX_LINK_RATE_PER_MINUTE {
+        return Err(invalid(
+            "public.default_link_rate_limit_per_minute",
+            format!("must be at most {MAX_LINK_RATE_PER_MINUTE}"),
+        ));
+    }
+    Ok(rate)
 }
 
 fn default_agent() -> AgentConfig {

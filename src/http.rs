@@ -32,7 +32,7 @@ pub async fn serve(
     shutdown: Shutdown,
 ) {
     let config = app.config();
-    let permits = Arc::new(Semaphore::new(config.max_connections));
+    let permits = Arc::new(Semaphore::new(connection_cap(config.max_connections)));
     let (accepted_tx, mut accepted) = mpsc::channel::<Accepted>(64);
     for listener in listeners {
         tokio::spawn(accept_loop(
@@ -86,6 +86,44 @@ pub async fn serve(
     {
         tracing::warn!("drain deadline passed; closing the remaining connections");
     }
+}
+
+/// Descriptors kept free of client connections: the store, logs, engines' pipes, outbound
+/// connections to engines and facilitators.
+const RESERVED_FDS: u64 = 256;
+
+/// The connection cap the open-file limit leaves room for. The soft limit is raised to the
+/// hard one first: a login shell's 1024 would otherwise make `accept` fail (EMFILE) after
+/// about a thousand connections, far below `max_connections`, and every new client would
+/// wait in the kernel until one of them left. When the hard limit is still too low, the cap
+/// is lowered to fit and the log says so.
+fn connection_cap(wanted: usize) -> usize {
+    use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
+    let limit = getrlimit(Resource::Nofile);
+    let mut soft = limit.current;
+    if limit.current != limit.maximum {
+        let raised = Rlimit {
+            current: limit.maximum,
+            maximum: limit.maximum,
+        };
+        match setrlimit(Resource::Nofile, raised) {
+            Ok(()) => soft = limit.maximum,
+            Err(err) => tracing::warn!(cause = %err, "could not raise the open-file limit"),
+        }
+    }
+    let Some(soft) = soft else {
+        return wanted;
+    };
+    let room = usize::try_from(soft.saturating_sub(RESERVED_FDS)).unwrap_or(usize::MAX);
+    if room < wanted {
+        tracing::warn!(
+            max_connections = wanted,
+            open_file_limit = soft,
+            serving = room.max(1),
+            "the open-file limit is too low for server.max_connections; raise LimitNOFILE"
+        );
+    }
+    wanted.min(room).max(1)
 }
 
 async fn accept_loop(

@@ -34,7 +34,7 @@ const TOKEN_BYTES: usize = 32;
 /// Longest link name, in characters.
 const MAX_NAME_CHARS: usize = 100;
 /// Highest `rate_limit_per_minute` a link may have.
-const MAX_RATE_PER_MINUTE: u32 = 10_000;
+const MAX_RATE_PER_MINUTE: u32 = crate::config::MAX_LINK_RATE_PER_MINUTE;
 
 /// What can go wrong with public links, for owners and for visitors.
 #[derive(Debug, thiserror::Error)]

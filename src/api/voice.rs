@@ -196,9 +196,11 @@ async fn carry<S>(
                     OpCode::Close => Inbound::Closed,
                     _ => continue,
                 },
+                // Refused from the frame's header, before its payload is buffered.
+                Err(WebSocketError::FrameTooLarge) => Inbound::TooLarge(MAX_FRAME_BYTES),
                 Err(_) => Inbound::Closed,
             };
-            let closed = matches!(message, Inbound::Closed);
+            let closed = matches!(message, Inbound::Closed | Inbound::TooLarge(_));
             if inbound.send(message).await.is_err() || closed {
                 break;
             }

@@ -74,6 +74,15 @@ fn configs() {
         "[public]\nrequests_per_minute_per_ip = 0",
         Err("public.requests_per_minute_per_ip"),
     );
+    // Above what a link may have: every link made without its own rate would be refused.
+    check(
+        "[public]\ndefault_link_rate_limit_per_minute = 10001",
+        Err("public.default_link_rate_limit_per_minute"),
+    );
+    check(
+        "[public]\ndefault_link_rate_limit_per_minute = 10000",
+        Ok(()),
+    );
 }
 
 #[test]

@@ -13,6 +13,7 @@ pub struct RawVoice {
     pub stt: Option<SpeechEngine>,
     pub tts: Option<SpeechEngine>,
     pub max_duration: String,
+    pub idle_timeout: String,
     pub max_sessions: usize,
     pub max_per_user: usize,
     pub min_speech_ms: u64,
@@ -29,6 +30,7 @@ impl Default for RawVoice {
             stt: None,
             tts: None,
             max_duration: "10m".into(),
+            idle_timeout: "30s".into(),
             max_sessions: 32,
             max_per_user: 2,
             min_speech_ms: 200,
@@ -99,6 +101,8 @@ pub struct VoiceConfig {
     pub stt: Option<SpeechEngine>,
     pub tts: Option<SpeechEngine>,
     pub max_duration: Duration,
+    /// A call that gets no frame from its client for this long is ended (1000).
+    pub idle_timeout: Duration,
     /// Calls open at once over all users; more get 429.
     pub max_sessions: usize,
     pub max_per_user: usize,
@@ -164,6 +168,8 @@ impl VoiceConfig {
             tts: raw.tts,
             max_duration: parse_duration(&raw.max_duration)
                 .map_err(|m| invalid("voice.max_duration", m))?,
+            idle_timeout: parse_duration(&raw.idle_timeout)
+                .map_err(|m| invalid("voice.idle_timeout", m))?,
             max_sessions: raw.max_sessions,
             max_per_user: raw.max_per_user,
             min_speech_ms: raw.min_speech_ms,

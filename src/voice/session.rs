@@ -26,7 +26,6 @@ use tokio::time::sleep_until;
 pub const LISTEN_RATE: u32 = 16_000;
 const UNDECODABLE_IN_A_ROW: u32 = 20;
 const PACKETS_PER_SECOND: u32 = 60;
-const IDLE: Duration = Duration::from_secs(30);
 const WARN_BEFORE_END: Duration = Duration::from_secs(30);
 
 /// Everything a call needs, handed over by `Voice::run`.
@@ -192,6 +191,7 @@ impl Call {
         let warn_at = end_at.checked_sub(WARN_BEFORE_END).unwrap_or(end_at);
         let mut warned = false;
         let mut last_heard = Instant::now();
+        let idle = self.context.config.idle_timeout;
         self.set_state("listening", None).await;
         loop {
             let due = self.playback.due();
@@ -208,13 +208,16 @@ impl Call {
                     self.set_state(state, Some("time_warning".into())).await;
                     Ok(())
                 }
-                _ = sleep_until((last_heard + IDLE).into()) => {
-                    return (close::NORMAL, "no packets for 30 s".into())
+                _ = sleep_until((last_heard + idle).into()) => {
+                    return (close::NORMAL, format!("nothing from the client for {} s", idle.as_secs()))
                 }
                 frame = inbound.recv() => {
                     last_heard = Instant::now();
                     match frame {
                         None | Some(Inbound::Closed) => return (close::NORMAL, "client closed".into()),
+                        Some(Inbound::TooLarge(limit)) => {
+                            return (close::LIMIT, format!("a frame larger than {limit} bytes"))
+                        }
                         Some(Inbound::Audio(packet)) => self.on_packet(&packet).await,
                         Some(Inbound::Text(text)) => self.on_text(&text).await,
                     }

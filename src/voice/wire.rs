@@ -46,6 +46,8 @@ pub enum Inbound {
     Text(String),
     /// The client closed or the connection broke.
     Closed,
+    /// The client announced a frame larger than the socket takes (closed with 4008).
+    TooLarge(usize),
 }
 
 /// A frame to the client.
