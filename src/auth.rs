@@ -27,6 +27,8 @@ pub enum Error {
     Invalid,
     #[error("this token has been revoked")]
     Revoked,
+    #[error("the account of this token no longer exists")]
+    NoAccount,
     #[error("this token's scope does not allow this request")]
     OutOfScope,
     #[error("admin only")]
@@ -50,6 +52,9 @@ pub struct Caller {
     pub scope: Option<Vec<String>>,
     pub jti: String,
     pub expires_at: i64,
+    /// When the token was minted (unix seconds): a token older than its account was minted
+    /// for an earlier account of the same name.
+    pub issued_at: i64,
 }
 
 impl Caller {
@@ -110,9 +115,12 @@ pub struct Auth {
     /// Revoked token ids with their expiry (unix seconds), mirrored from the store.
     revoked: RwLock<HashMap<String, i64>>,
     failures: Mutex<HashMap<String, VecDeque<Instant>>>,
-    /// Tokens whose signature checked out, with their claims; expiry and revocation are
-    /// still checked on every use.
+    /// Tokens whose signature checked out, with their claims; expiry, revocation and the
+    /// account are still checked on every use.
     verified: Mutex<HashMap<String, Caller>>,
+    /// Every account by name, with when it was made (unix seconds), mirrored from the store:
+    /// the token of a removed account is refused at once, not when it expires.
+    accounts: RwLock<HashMap<String, i64>>,
 }
 
 impl Auth {
@@ -126,6 +134,7 @@ impl Auth {
         let secret = load_secret(data_dir)?;
         let now = Timestamp::now().unix_seconds();
         let revoked = store.read(move |r| r.revoked_tokens(now)).await?;
+        let accounts = store.read(|r| r.users()).await?;
         let mut validation = Validation::new(Algorithm::HS256);
         validation.leeway = 0;
         validation.set_required_spec_claims(&["exp", "sub"]);
@@ -139,7 +148,21 @@ impl Auth {
             revoked: RwLock::new(revoked.into_iter().collect()),
             failures: Mutex::new(HashMap::new()),
             verified: Mutex::new(HashMap::new()),
+            accounts: RwLock::new(accounts.iter().map(account).collect()),
         })
+    }
+
+    /// Tokens of this account are accepted from now on (it was just made).
+    pub fn account_added(&self, user: &User) {
+        let (name, created) = account(user);
+        let mut accounts = self.accounts.write().unwrap_or_else(|p| p.into_inner());
+        accounts.insert(name, created);
+    }
+
+    /// Tokens of this account are refused from now on (it was just removed).
+    pub fn account_removed(&self, username: &str) {
+        let mut accounts = self.accounts.write().unwrap_or_else(|p| p.into_inner());
+        accounts.remove(username);
     }
 
     /// The default lifetime of login tokens.
@@ -169,7 +192,8 @@ impl Auth {
         }
     }
 
-    /// Checks a bearer token: signature, algorithm, expiry, revocation.
+    /// Checks a bearer token: signature, algorithm, expiry, revocation, and that its account
+    /// still exists (and is not a newer one of the same name).
     pub fn verify(&self, token: &str) -> Result<Caller, Error> {
         let caller = match self.recently_verified(token) {
             Some(caller) => caller,
@@ -184,7 +208,11 @@ impl Auth {
         if revoked.contains_key(&caller.jti) {
             return Err(Error::Revoked);
         }
-        Ok(caller)
+        let accounts = self.accounts.read().map_err(|_| Error::NoAccount)?;
+        match accounts.get(&caller.username) {
+            Some(created) if *created <= caller.issued_at => Ok(caller),
+            _ => Err(Error::NoAccount),
+        }
     }
 
     /// The caller of a token whose signature was checked before (a map lookup instead of
@@ -207,6 +235,7 @@ impl Auth {
             scope,
             jti: claims.jti,
             expires_at: claims.exp,
+            issued_at: claims.iat,
         };
         let mut verified = self.verified.lock().unwrap_or_else(|p| p.into_inner());
         if verified.len() >= VERIFIED_CACHE {
@@ -277,6 +306,11 @@ impl Auth {
         let mut failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
         failures.remove(&account_key(username));
     }
+}
+
+/// An account's entry in `Auth::accounts`.
+fn account(user: &User) -> (String, i64) {
+    (user.username.clone(), user.created_at.unix_seconds())
 }
 
 fn account_key(username: &str) -> String {

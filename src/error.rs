@@ -112,7 +112,7 @@ impl From<auth::Error> for ApiError {
     fn from(err: auth::Error) -> ApiError {
         use auth::Error::*;
         match err {
-            Missing | Invalid | Revoked | BadCredentials => {
+            Missing | Invalid | Revoked | NoAccount | BadCredentials => {
                 ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", &err)
             }
             OutOfScope | AdminOnly => ApiError::new(StatusCode::FORBIDDEN, "forbidden", &err),

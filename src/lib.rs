@@ -175,6 +175,10 @@ pub async fn start_with(
     if let Some(file) = app.users().first_start(&data_dir, admin_password).await? {
         tracing::info!(file = %file.display(), "first start: created user admin; its password is in this file");
     }
+    // The first start may just have made the admin's account.
+    if let Ok(admin) = app.users().get("admin").await {
+        app.auth().account_added(&admin);
+    }
     let tls = tls_config.is_some();
     let scheme = if tls { "https" } else { "http" };
     for addr in &addrs {

@@ -62,6 +62,7 @@ pub async fn create_user(app: &App, request: Request<Incoming>) -> ApiResult {
         .users()
         .create(&new.username, &new.password, new.role)
         .await?;
+    app.auth().account_added(&user);
     Ok(body::json(StatusCode::CREATED, &view(&user)))
 }
 
@@ -69,6 +70,7 @@ pub async fn create_user(app: &App, request: Request<Incoming>) -> ApiResult {
 pub async fn delete_user(app: &App, request: &Request<Incoming>, username: &str) -> ApiResult {
     authenticate(app, request)?.require_admin()?;
     app.users().remove(username).await?;
+    app.auth().account_removed(username);
     Ok(body::json(
         StatusCode::OK,
         &json!({"deleted": true, "username": username}),

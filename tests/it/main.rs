@@ -1,6 +1,7 @@
 //! The one integration-test binary: each module is a capability, each test a real daemon.
 
 mod agents;
+mod authz;
 mod backup;
 mod chat;
 mod cli;
