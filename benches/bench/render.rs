@@ -235,10 +235,10 @@ fn voice_real_rows(outcome: &Outcome) -> (Row, Row) {
                 row.rate = format!(
                     "{} turns, p95 {}",
                     latencies.len(),
-                    ms(latencies.percentile(95.0))
+                    seconds(latencies.percentile(95.0))
                 );
-                row.p50 = ms(latencies.percentile(50.0));
-                row.p99 = ms(latencies.percentile(99.0));
+                row.p50 = seconds(latencies.percentile(50.0));
+                row.p99 = seconds(latencies.percentile(99.0));
             }
             server.met = Some(results.server.percentile(50.0) <= Duration::from_secs(1));
         }
@@ -261,8 +261,13 @@ fn voice_real_note(outcome: &Outcome) -> String {
              slowest turn. At p50, speech end → transcript took {} and the reply's first token \
              → its first packet (piper on the first sentence, resampling, Opus) {}.",
             voice_real::TURNS,
-            ms(results.transcript.percentile(50.0)),
-            ms(results.synthesis.percentile(50.0)),
+            seconds(results.transcript.percentile(50.0)),
+            seconds(results.synthesis.percentile(50.0)),
         ),
     }
+}
+
+/// A voice latency in seconds (the daemon reports whole milliseconds).
+fn seconds(latency: Duration) -> String {
+    format!("{:.3} s", latency.as_secs_f64())
 }

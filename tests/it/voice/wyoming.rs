@@ -49,7 +49,10 @@ async fn connection(stream: TcpStream, heard: &'static str, seen: Seen) {
             }
             "describe" => {
                 let voices = json!([{"name": "en_US-joe-medium"}]);
-                let info = json!({"asr": [], "tts": [{"name": "piper", "voices": voices}]});
+                // As long as wyoming-piper's (86 KB: every voice it can fetch).
+                let description = "a voice ".repeat(11_000);
+                let piper = json!({"name": "piper", "description": description, "voices": voices});
+                let info = json!({"asr": [], "tts": [piper]});
                 send(&mut stream, "info", info, &[]).await
             }
             "audio-chunk" => {
