@@ -52,7 +52,7 @@ export OUTPOST_SPEECH_VENV="$PWD/$speech"
 
 # Schemathesis (pinned) checks every answer of a running daemon against /openapi.json.
 venv=target/schemathesis-venv
-if [ ! -x "$venv/bin/st" ] || ! "$venv/bin/st" --version 2>/dev/null | grep -q ' 4\.32\.5$'; then
+if [[ "$("$venv/bin/st" --version 2>/dev/null || true)" != *" 4.32.5" ]]; then
   python3 -m venv "$venv"
   "$venv/bin/pip" install --quiet "schemathesis==4.32.5"
 fi

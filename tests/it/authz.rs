@@ -228,3 +228,31 @@ fn matrix(results: &[(&Row, Vec<Cell>)]) -> String {
     }
     out
 }
+
+/// A removed account's token stays refused once the name is taken again, also after a
+/// restart (the accounts are read from the store at start).
+#[tokio::test]
+async fn a_removed_accounts_token_is_refused_even_when_the_name_returns() {
+    let server = TestServer::start().await;
+    let admin = server.admin().await;
+    let old = server.user("dora").await;
+    assert_eq!(server.get("/api/users/me", &old).await.status, 200);
+    let removed = server
+        .call(Method::DELETE, "/api/users/dora", Some(&admin), None)
+        .await;
+    assert_eq!(removed.status, 200, "{:?}", removed.body);
+    let me = server.get("/api/users/me", &old).await;
+    me.assert_error(401, "unauthorized");
+    // Tokens carry whole seconds: the new account is made in a later second than the old token.
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let new = server.user("dora").await;
+    let me = server.get("/api/users/me", &old).await;
+    me.assert_error(401, "unauthorized");
+    assert_eq!(server.get("/api/users/me", &new).await.status, 200);
+
+    let dir = server.stop().await;
+    let server = TestServer::in_dir(dir, |_| {}).await;
+    let me = server.get("/api/users/me", &old).await;
+    me.assert_error(401, "unauthorized");
+    assert_eq!(server.get("/api/users/me", &new).await.status, 200);
+}
