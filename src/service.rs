@@ -65,10 +65,12 @@ where
     let mut interrupt = signal(SignalKind::interrupt()).expect("installing the SIGINT handler");
     let stopped = daemon.shutdown_signal();
     // The watchdog is fed through the drain too, until the daemon has stopped.
+    // READY goes out before the first keep-alive: the feeder runs on another worker thread
+    // and its first tick is immediate.
+    notify(&[NotifyState::Ready, NotifyState::Status("serving")]);
     let (drained, drain_done) = tokio::sync::oneshot::channel::<()>();
     let watchdog = sd_notify::watchdog_enabled()
         .map(|timeout| tokio::spawn(feed_watchdog(timeout / 2, drain_done)));
-    notify(&[NotifyState::Ready, NotifyState::Status("serving")]);
     loop {
         tokio::select! {
             _ = hangup.recv() => reload(&daemon, &load).await,
