@@ -219,12 +219,13 @@ async fn dispatch(
             "/api/agents/{name}/voice/ws",
             voice::voice_socket(app, request, name).await,
         ),
-        _ => ("unmatched", Err(unmatched(&method, &segments))),
+        _ => ("unmatched", Ok(unmatched(&method, &segments))),
     }
 }
 
-/// 405 for a known path with another method, else 404.
-fn unmatched(method: &Method, segments: &[&str]) -> ApiError {
+/// 405 for a known path with another method, with the methods it takes in `Allow` (RFC 9110
+/// requires it), else 404.
+fn unmatched(method: &Method, segments: &[&str]) -> Response {
     let known = [
         "healthz",
         "readyz",
@@ -238,13 +239,17 @@ fn unmatched(method: &Method, segments: &[&str]) -> ApiError {
     ];
     let path_known = segments.first().is_some_and(|s| known.contains(s)) && segments.len() <= 7;
     if path_known && !matches!(segments, ["api"] | ["api", ""]) && is_route_path(segments) {
-        ApiError::new(
+        let mut response = body::error(&ApiError::new(
             StatusCode::METHOD_NOT_ALLOWED,
             "method_not_allowed",
             format!("{method} is not allowed here"),
-        )
+        ));
+        if let Ok(allow) = hyper::header::HeaderValue::from_str(&ops::allowed_methods(segments)) {
+            response.headers_mut().insert(hyper::header::ALLOW, allow);
+        }
+        response
     } else {
-        ApiError::not_found("route")
+        body::error(&ApiError::not_found("route"))
     }
 }
 
