@@ -329,3 +329,23 @@ pub fn caller_with_scope(
     caller.require_scope(scope)?;
     Ok(caller)
 }
+
+/// The caller, who must be allowed one of `scopes`.
+pub fn caller_with_any_scope(
+    app: &App,
+    request: &Request<Incoming>,
+    scopes: &[&str],
+) -> Result<Caller, ApiError> {
+    let caller = authenticate(app, request)?;
+    if !scopes
+        .iter()
+        .any(|scope| caller.require_scope(scope).is_ok())
+    {
+        caller.require_scope(scopes[0])?;
+    }
+    Ok(caller)
+}
+
+/// Who may see agents and their executions: chat devices, and task devices (which must find
+/// their agent and follow, poll or stop the runs they submitted).
+pub const READ_SCOPES: &[&str] = &["chat", "tasks"];

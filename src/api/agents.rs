@@ -1,6 +1,6 @@
 //! Agents the caller may see.
 
-use super::{authenticate, caller_with_scope};
+use super::{authenticate, caller_with_any_scope, READ_SCOPES};
 use crate::agents::{AgentPatch, NewAgent};
 use crate::app::App;
 use crate::error::{ApiError, ApiResult};
@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 
 /// `GET /api/agents`
 pub fn list_agents(app: &App, request: &Request<Incoming>) -> ApiResult {
-    let caller = caller_with_scope(app, request, "chat")?;
+    let caller = caller_with_any_scope(app, request, READ_SCOPES)?;
     let agents: Vec<Value> = app
         .agents()
         .list_visible(&caller)
@@ -25,7 +25,7 @@ pub fn list_agents(app: &App, request: &Request<Incoming>) -> ApiResult {
 
 /// `GET /api/agents/{name}`
 pub fn get_agent(app: &App, request: &Request<Incoming>, name: &str) -> ApiResult {
-    let caller = caller_with_scope(app, request, "chat")?;
+    let caller = caller_with_any_scope(app, request, READ_SCOPES)?;
     let agent = app.agents().visible(&caller, name)?;
     Ok(body::json(StatusCode::OK, &agent.to_json(true)))
 }

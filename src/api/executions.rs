@@ -1,6 +1,6 @@
 //! The executions log of an agent: list, one, running, follow (SSE), terminate.
 
-use super::{caller_with_scope, Query};
+use super::{caller_with_any_scope, Query, READ_SCOPES};
 use crate::agents::Agent;
 use crate::app::App;
 use crate::auth::Caller;
@@ -29,7 +29,7 @@ fn filter_for(agent: &Agent, caller: &Caller) -> ExecutionFilter {
 
 /// `GET /api/agents/{name}/executions`
 pub async fn list_executions(app: &App, request: &Request<Incoming>, name: &str) -> ApiResult {
-    let caller = caller_with_scope(app, request, "chat")?;
+    let caller = caller_with_any_scope(app, request, READ_SCOPES)?;
     let agent = app.agents().visible(&caller, name)?;
     let query = Query::parse(request.uri().query());
     let mut filter = filter_for(&agent, &caller);
@@ -61,7 +61,7 @@ pub async fn list_executions(app: &App, request: &Request<Incoming>, name: &str)
 
 /// `GET /api/agents/{name}/executions/running`
 pub async fn running_executions(app: &App, request: &Request<Incoming>, name: &str) -> ApiResult {
-    let caller = caller_with_scope(app, request, "chat")?;
+    let caller = caller_with_any_scope(app, request, READ_SCOPES)?;
     let agent = app.agents().visible(&caller, name)?;
     let mut filter = filter_for(&agent, &caller);
     filter.status = Some(ExecutionStatus::Running);
@@ -104,7 +104,7 @@ pub async fn get_execution(
     name: &str,
     id: &str,
 ) -> ApiResult {
-    let caller = caller_with_scope(app, request, "chat")?;
+    let caller = caller_with_any_scope(app, request, READ_SCOPES)?;
     let agent = app.agents().visible(&caller, name)?;
     let execution = visible_execution(app, &agent, &caller, id).await?;
     Ok(body::json(StatusCode::OK, &execution))
@@ -117,7 +117,7 @@ pub async fn stream_execution(
     name: &str,
     id: &str,
 ) -> ApiResult {
-    let caller = caller_with_scope(app, request, "chat")?;
+    let caller = caller_with_any_scope(app, request, READ_SCOPES)?;
     let agent = app.agents().visible(&caller, name)?;
     let execution = visible_execution(app, &agent, &caller, id).await?;
     let query = Query::parse(request.uri().query());
@@ -180,7 +180,7 @@ pub async fn terminate_execution(
     name: &str,
     id: &str,
 ) -> ApiResult {
-    let caller = caller_with_scope(app, request, "chat")?;
+    let caller = caller_with_any_scope(app, request, READ_SCOPES)?;
     let agent = app.agents().visible(&caller, name)?;
     let execution = visible_execution(app, &agent, &caller, id).await?;
     let status = match app.executions().live(&execution.id) {

@@ -16,10 +16,10 @@ pub enum Access {
     Full(u16),
     /// An admin's full token; other users get 403.
     Admin(u16),
-    /// Whoever sees the agent, with a token that allows `scope`. With another user's ids a
+    /// Whoever sees the agent, with a token that allows one of `scopes`. With another user's ids a
     /// shared user gets `foreign_user`, the owner and admins `foreign_manager`.
     Use {
-        scope: &'static str,
+        scopes: &'static [&'static str],
         ok: u16,
         foreign_user: u16,
         foreign_manager: u16,
@@ -117,7 +117,17 @@ const WITH_IDS: &[Ids] = &[Ids::Own, Ids::Foreign, Ids::Vault];
 
 fn use_chat(ok: u16) -> Access {
     Access::Use {
-        scope: "chat",
+        scopes: &["chat"],
+        ok,
+        foreign_user: 404,
+        foreign_manager: ok,
+    }
+}
+
+/// Agents and their executions: chat devices and task devices alike.
+fn use_read(ok: u16) -> Access {
+    Access::Use {
+        scopes: &["chat", "tasks"],
         ok,
         foreign_user: 404,
         foreign_manager: ok,
@@ -172,12 +182,12 @@ impl Row {
             Access::Admin(status) if user == Who::Admin && scoped.is_none() => status,
             Access::Admin(_) => 403,
             Access::Use {
-                scope,
+                scopes,
                 ok,
                 foreign_user,
                 foreign_manager,
             } => match (user, ids) {
-                _ if scoped.is_some_and(|s| s != scope) => 403,
+                _ if scoped.is_some_and(|s| !scopes.contains(&s)) => 403,
                 (Who::Other, _) => 404,
                 (Who::Shared | Who::Owner, Ids::Vault) => 404,
                 (Who::Shared, Ids::Foreign) => foreign_user,
@@ -212,6 +222,7 @@ pub fn rows() -> Vec<Row> {
             req("/openapi.json".into())
         }),
         row(M::GET, "/docs", Open(200), ONE, |_| req("/docs".into())),
+        row(M::GET, "/voice", Open(200), ONE, |_| req("/voice".into())),
         row(M::POST, "/api/token", Open(200), ONE, |_| {
             login("/api/token")
         }),
@@ -240,7 +251,7 @@ pub fn rows() -> Vec<Row> {
             req(format!("/api/users/{}", c.fresh))
         })
         .setup(Setup::User),
-        row(M::GET, "/api/agents", use_chat(200), ONE, |_| {
+        row(M::GET, "/api/agents", use_read(200), ONE, |_| {
             req("/api/agents".into())
         })
         // The list answers everyone with a token (the leak check reads what it lists).
@@ -254,7 +265,7 @@ pub fn rows() -> Vec<Row> {
         row(
             M::GET,
             "/api/agents/{name}",
-            use_chat(200),
+            use_read(200),
             AGENT_ONLY,
             |c| req(c.path("")),
         ),
@@ -386,35 +397,35 @@ pub fn rows() -> Vec<Row> {
         row(
             M::GET,
             "/api/agents/{name}/executions",
-            use_chat(200),
+            use_read(200),
             AGENT_ONLY,
             |c| req(c.path("/executions")),
         ),
         row(
             M::GET,
             "/api/agents/{name}/executions/running",
-            use_chat(200),
+            use_read(200),
             AGENT_ONLY,
             |c| req(c.path("/executions/running")),
         ),
         row(
             M::GET,
             "/api/agents/{name}/executions/{id}",
-            use_chat(200),
+            use_read(200),
             WITH_IDS,
             |c| req(c.path(&format!("/executions/{}", c.turn.execution))),
         ),
         row(
             M::GET,
             "/api/agents/{name}/executions/{id}/stream",
-            use_chat(200),
+            use_read(200),
             WITH_IDS,
             |c| req(c.path(&format!("/executions/{}/stream", c.turn.execution))),
         ),
         row(
             M::POST,
             "/api/agents/{name}/executions/{id}/terminate",
-            use_chat(200),
+            use_read(200),
             WITH_IDS,
             |c| req(c.path(&format!("/executions/{}/terminate", c.turn.execution))),
         ),
@@ -494,7 +505,7 @@ pub fn rows() -> Vec<Row> {
             M::POST,
             "/api/agents/{name}/voice/stop",
             Access::Use {
-                scope: "voice",
+                scopes: &["voice"],
                 ok: 200,
                 foreign_user: 403,
                 foreign_manager: 200,
@@ -515,7 +526,7 @@ pub fn rows() -> Vec<Row> {
             M::GET,
             "/api/agents/{name}/voice/ws",
             Access::Use {
-                scope: "voice",
+                scopes: &["voice"],
                 ok: 101,
                 foreign_user: 403,
                 foreign_manager: 403,
@@ -540,7 +551,10 @@ pub fn rows() -> Vec<Row> {
 /// for the owner and admins.
 fn chat_access(scope: &'static str) -> Access {
     Access::Use {
-        scope,
+        scopes: match scope {
+            "tasks" => &["tasks"],
+            _ => &["chat"],
+        },
         ok: 200,
         foreign_user: 404,
         foreign_manager: 404,
@@ -549,7 +563,7 @@ fn chat_access(scope: &'static str) -> Access {
 
 fn voice_access(ok: u16) -> Access {
     Access::Use {
-        scope: "voice",
+        scopes: &["voice"],
         ok,
         foreign_user: 404,
         foreign_manager: ok,
@@ -559,7 +573,7 @@ fn voice_access(ok: u16) -> Access {
 /// Routes whose owner-level query (`?user=`, `?all=true`) a shared user may not use (403).
 fn owner_level_query() -> Access {
     Access::Use {
-        scope: "chat",
+        scopes: &["chat"],
         ok: 200,
         foreign_user: 403,
         foreign_manager: 200,
