@@ -90,7 +90,7 @@ pub fn render(results: &Results, seconds: u64, pid: u32) -> String {
     verifications.rate = per_second(results.verifications, "verifications/s");
     let paid_turn = paid_row(&results.paid_turns);
 
-    let rows = [
+    let mut rows = vec![
         ceiling,
         sessions,
         history,
@@ -105,6 +105,7 @@ pub fn render(results: &Results, seconds: u64, pid: u32) -> String {
         verifications,
         paid_turn,
     ];
+    rows.extend(crate::voice::rows(&results.voice));
     let mut out = report::table(&rows);
     out.push('\n');
     out.push_str(&how_it_was_run(results, seconds, pid));
@@ -188,6 +189,7 @@ fn how_it_was_run(results: &Results, seconds: u64, pid: u32) -> String {
             ));
         }
     }
+    lines.push(crate::voice::notes(&results.voice).trim_end().to_string());
     let mut out = String::new();
     for line in lines {
         out.push_str(&line);
