@@ -2,7 +2,8 @@
 //! loopback, and prints one markdown table of throughput, latency and memory against the targets.
 //!
 //! Progress goes to stderr; stdout gets only the table and how it was run, so the output can
-//! be pasted as is. `BENCH_SECONDS` sets the length of each timed run (default 10).
+//! be pasted as is. `BENCH_SECONDS` sets the length of each timed run (default 10);
+//! `BENCH_ONLY=voice` runs only the voice rows.
 
 #[path = "bench/ceiling.rs"]
 mod ceiling;
@@ -33,6 +34,8 @@ mod speech_services;
 mod tasks;
 #[path = "bench/voice_real.rs"]
 mod voice_real;
+#[path = "bench/voice.rs"]
+mod voice;
 
 use anyhow::Context;
 use ceiling::Ceiling;
@@ -127,6 +130,7 @@ struct Results {
     paid_turns: paid::TurnResults,
     /// Spoken turns through the real speech engines (a daemon of their own).
     voice_real: voice_real::Outcome,
+    voice: voice::VoiceResults,
 }
 
 async fn run() -> anyhow::Result<String> {
@@ -138,6 +142,11 @@ async fn run() -> anyhow::Result<String> {
             .with_context(|| format!("BENCH_SECONDS={text:?} is not a whole number above 0"))?,
         Err(_) => DEFAULT_SECONDS,
     };
+    match std::env::var("BENCH_ONLY").as_deref() {
+        Err(_) | Ok("") => {}
+        Ok("voice") => return voice_only(seconds).await,
+        Ok(other) => anyhow::bail!("BENCH_ONLY={other:?}: the one filter is \"voice\""),
+    }
     let usernames: Vec<String> = (1..=CONNECTIONS).map(|i| format!("bench-{i:02}")).collect();
     // Started first: the paid agent's config names its port.
     let facilitator = Facilitator::start().await?;
@@ -159,6 +168,35 @@ async fn run() -> anyhow::Result<String> {
     let results = measured?;
     stopped?;
     Ok(render::render(&results, seconds, pid))
+}
+
+/// `BENCH_ONLY=voice`: the daemon, admin, and the voice rows alone.
+async fn voice_only(seconds: u64) -> anyhow::Result<String> {
+    progress("starting the daemon");
+    // No paid turns run: the facilitator address is never called.
+    let daemon = Daemon::start(&[], "http://127.0.0.1:9").await?;
+    let measured = async {
+        let admin = setup::login(&mut Conn::connect(daemon.addr).await?).await?;
+        voice::measure(&daemon, &admin, seconds).await
+    }
+    .await;
+    if measured.is_err() {
+        progress(&format!("daemon log:\n{}", daemon.log_tail()));
+    }
+    let pid = daemon.pid();
+    daemon.stop().await?;
+    let results = measured?;
+    let mut out = report::table(&voice::rows(&results));
+    out.push('\n');
+    out.push_str(&format!(
+        "Run: `BENCH_ONLY=voice BENCH_SECONDS={seconds} cargo bench --bench outpost-bench` \
+         (release profile), outpost {} (pid {pid}); the bench and the daemon share the same {} \
+         CPUs.\n",
+        env!("CARGO_PKG_VERSION"),
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    ));
+    out.push_str(&voice::notes(&results));
+    Ok(out)
 }
 
 async fn measure(
@@ -210,6 +248,7 @@ async fn measure(
         tokio::task::spawn_blocking(move || paid::verifications_per_second(duration)).await??;
 
     let voice_real = voice_real::measure().await?;
+    let voice = voice::measure(daemon, &admin, duration.as_secs()).await?;
 
     progress_at(daemon, "done");
     Ok(Results {
@@ -228,6 +267,7 @@ async fn measure(
         verifications,
         paid_turns,
         voice_real,
+        voice,
     })
 }
 

@@ -267,6 +267,11 @@ level = "warn"
 workers = 8
 queue_capacity = 1000000
 
+[voice]
+mode = "echo"
+max_sessions = 4000
+max_per_user = 4000
+
 [agents.echo]
 engine = {{ kind = "echo", delay_ms = 0 }}
 max_concurrent = 128

@@ -92,7 +92,7 @@ pub fn render(results: &Results, seconds: u64, pid: u32) -> String {
     let paid_turn = paid_row(&results.paid_turns);
     let (voice_server, voice_client) = voice_real_rows(&results.voice_real);
 
-    let rows = [
+    let mut rows = vec![
         ceiling,
         sessions,
         history,
@@ -109,6 +109,7 @@ pub fn render(results: &Results, seconds: u64, pid: u32) -> String {
         voice_server,
         voice_client,
     ];
+    rows.extend(crate::voice::rows(&results.voice));
     let mut out = report::table(&rows);
     out.push('\n');
     out.push_str(&how_it_was_run(results, seconds, pid));
@@ -193,6 +194,7 @@ fn how_it_was_run(results: &Results, seconds: u64, pid: u32) -> String {
             ));
         }
     }
+    lines.push(crate::voice::notes(&results.voice).trim_end().to_string());
     let mut out = String::new();
     for line in lines {
         out.push_str(&line);

@@ -315,6 +315,13 @@ impl Call {
 
     async fn on_utterance(&mut self, samples: Vec<i16>) -> Result<(), Ending> {
         match self.context.config.mode {
+            VoiceMode::Echo if self.context.sample_rate == LISTEN_RATE => {
+                // Nothing to resample: the utterance is queued at once, on this task.
+                self.generation += 1;
+                self.set_state("thinking", None).await;
+                self.playback.push(&samples, None);
+                Ok(())
+            }
             VoiceMode::Echo => {
                 self.generation += 1;
                 self.busy = true;

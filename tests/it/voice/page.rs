@@ -1,6 +1,7 @@
 //! The voice test page in a real headless Chromium: its fake microphone plays a WAV of
 //! espeak-ng speech, the page signs in, starts a call on an echo-mode daemon, encodes the
-//! microphone with WebCodecs Opus, and plays the echo that comes back; then it hangs up.
+//! microphone with WebCodecs Opus, and plays the echo that comes back; then it interrupts
+//! an echo and hangs up.
 
 use super::client::{speech, voice_server};
 use crate::links::browser::Browser;
@@ -97,6 +98,17 @@ async fn the_voice_page_calls_from_a_browser_and_hears_the_echo() {
         .eval("Number(document.getElementById('received').textContent)")
         .await;
     assert!(shown.as_u64().unwrap() > 0, "{shown}");
+
+    // Interrupt while the echo plays: the server stops it and says so.
+    browser
+        .wait_for("document.body.dataset.state === 'speaking'")
+        .await;
+    browser
+        .eval("document.getElementById('interrupt').click(); true")
+        .await;
+    browser
+        .wait_for("window.outpostVoice.events.some(e => e.type === 'interrupted')")
+        .await;
 
     // Hang up: the server says what it saved and closes normally.
     browser
