@@ -3,6 +3,7 @@
 #   fuzz/run.sh short [TARGET...]   ~20 s a target, from the committed corpus; CI runs this
 #   fuzz/run.sh long [TARGET...]    10 minutes a target; new inputs land in target/fuzz/corpus
 #   fuzz/run.sh cmin [TARGET...]    minimises corpus/ + target/fuzz/corpus into corpus/
+#                                   (after a long run; then commit corpus/)
 # FUZZ_SECONDS overrides the time per target. A crash stops the run (non-zero exit) and leaves
 # the input in target/fuzz/artifacts/TARGET/: fix the code, then add the input to
 # regressions/TARGET/ so the tests replay it (tests/it/fuzz_corpus.rs).
@@ -34,13 +35,18 @@ for target in "${targets[@]}"; do
   found=("$out/corpus/$target")
   mkdir -p "$out/corpus/$target" "$out/artifacts/$target" "$out/logs"
   if [ "$mode" = cmin ]; then
-    # Everything reached so far, committed or not, down to the inputs that add coverage.
-    merged=$(mktemp -d)
-    cargo fuzz run "${flags[@]}" "$target" "$merged" "corpus/$target" "$out/corpus/$target" \
-      -- -merge=1 -timeout=30 2>"$out/logs/$target.cmin.log"
-    rm -rf "corpus/$target"
+    # The seeds, then the fewest small inputs (under FUZZ_CMIN_BYTES, 384 by default) that
+    # reach what all small inputs found so far reach: the committed corpus stays small.
+    merged=$(mktemp -d) pool=$(mktemp -d)
+    cp corpus/"$target"/seed-* "$merged"/
+    find "corpus/$target" "$out/corpus/$target" -type f ! -name 'seed-*' \
+      -size -"${FUZZ_CMIN_BYTES:-384}"c -exec cp {} "$pool"/ \;
+    cargo fuzz run "${flags[@]}" "$target" "$merged" "$pool" \
+      -- -set_cover_merge=1 -timeout=30 2>"$out/logs/$target.cmin.log"
+    rm -rf "corpus/$target" "$pool"
     mv "$merged" "corpus/$target"
-    echo "$target: $(ls "corpus/$target" | wc -l) inputs, $(du -sh "corpus/$target" | cut -f1)"
+    chmod 755 "corpus/$target"
+    echo "$target: $(ls "corpus/$target" | wc -l) inputs, $(cat "corpus/$target"/* | wc -c) bytes"
     continue
   fi
   # Short runs read the committed corpus and write what they find under target/ only.
