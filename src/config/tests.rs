@@ -58,6 +58,8 @@ fn configs() {
         "[voice]\nmax_duration = \"long\"",
         Err("voice.max_duration"),
     );
+    check("[voice]\nidle_timeout = \"0s\"", Err("voice.idle_timeout"));
+    check("[voice]\nidle_timeout = \"5s\"", Ok(()));
     check(
         "[voice]\nstt = { kind = \"command\", program = \"\" }",
         Err("voice.stt.program"),

@@ -169,6 +169,11 @@ impl VoiceConfig {
             max_duration: parse_duration(&raw.max_duration)
                 .map_err(|m| invalid("voice.max_duration", m))?,
             idle_timeout: parse_duration(&raw.idle_timeout)
+                .and_then(|d| {
+                    (!d.is_zero())
+                        .then_some(d)
+                        .ok_or_else(|| "must be greater than 0".to_string())
+                })
                 .map_err(|m| invalid("voice.idle_timeout", m))?,
             max_sessions: raw.max_sessions,
             max_per_user: raw.max_per_user,
