@@ -32,10 +32,10 @@ mod setup;
 mod speech_services;
 #[path = "bench/tasks.rs"]
 mod tasks;
-#[path = "bench/voice_real.rs"]
-mod voice_real;
 #[path = "bench/voice.rs"]
 mod voice;
+#[path = "bench/voice_real.rs"]
+mod voice_real;
 
 use anyhow::Context;
 use ceiling::Ceiling;
