@@ -289,7 +289,9 @@ impl Call {
                 self.barge_in().await?;
             }
         }
-        self.streams.feed(self.vad.utterance());
+        let early = self.context.config.end_silence_ms / 2;
+        self.streams
+            .feed(self.vad.utterance(), self.vad.silence_ms(), early);
         Ok(())
     }
 

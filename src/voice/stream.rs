@@ -1,6 +1,11 @@
 //! Speech-to-text while the caller speaks: for engines that take audio as it comes, each
-//! utterance opens a request at its first word, gets the audio as it is heard, and is closed
-//! at the utterance's end, so only the engine's last bit of work is left to wait for.
+//! utterance opens a request at its first word and gets the audio as it is heard.
+//!
+//! The request is closed early, once the caller has been silent for half of `end_silence_ms`:
+//! the engine transcribes while the end of the utterance is still being confirmed, so by the
+//! time the call decides the caller has finished, most of the engine's work is done. Speech
+//! after that early close means the caller only paused: that request is dropped and a new one
+//! gets the whole utterance so far.
 
 use super::speech::{self, Preferences};
 use crate::config::SpeechEngine;
@@ -15,12 +20,15 @@ pub(super) type Transcript = oneshot::Receiver<Result<String, speech::Error>>;
 
 /// An utterance on its way to speech-to-text.
 struct Open {
-    /// Dropped to end the request.
-    audio: mpsc::Sender<Vec<i16>>,
+    /// Dropped to end the request; None once it was closed early.
+    audio: Option<mpsc::Sender<Vec<i16>>>,
     /// Samples of the utterance sent so far.
     sent: usize,
     text: Transcript,
     task: AbortHandle,
+    /// To ask again when the caller goes on after an early close.
+    engine: SpeechEngine,
+    preferences: Preferences,
 }
 
 /// A call's streaming speech-to-text: at most one utterance open at a time.
@@ -38,25 +46,46 @@ impl Streams {
         let (audio, audio_rx) = mpsc::channel(STREAM_CHUNKS);
         let (text_tx, text) = oneshot::channel();
         let (engine, preferences) = (engine.clone(), preferences.clone());
-        let task = self.tasks.spawn(async move {
-            let text = speech::transcribe_stream(&engine, &preferences, audio_rx).await;
-            let _ = text_tx.send(text);
+        let task = self.tasks.spawn({
+            let (engine, preferences) = (engine.clone(), preferences.clone());
+            async move {
+                let text = speech::transcribe_stream(&engine, &preferences, audio_rx).await;
+                let _ = text_tx.send(text);
+            }
         });
         self.open = Some(Open {
-            audio,
+            audio: Some(audio),
             sent: 0,
             text,
             task,
+            engine,
+            preferences,
         });
     }
 
-    /// Sends what was heard of the open utterance since last time; a full channel waits.
-    pub fn feed(&mut self, heard: &[i16]) {
+    /// Sends what was heard of the open utterance since last time (a full channel waits for
+    /// the next call); closes the request once `silence_ms` reaches `early_ms`, and opens a
+    /// new one when speech follows that.
+    pub fn feed(&mut self, heard: &[i16], silence_ms: u64, early_ms: u64) {
         let Some(open) = &mut self.open else {
             return;
         };
-        if heard.len() > open.sent && open.audio.try_send(heard[open.sent..].to_vec()).is_ok() {
+        let Some(audio) = &open.audio else {
+            if silence_ms >= early_ms || heard.is_empty() {
+                return;
+            }
+            // The caller went on: the early transcript is of a part of the utterance.
+            let (engine, preferences) = (open.engine.clone(), open.preferences.clone());
+            open.task.abort();
+            self.start(&engine, &preferences);
+            return self.feed(heard, silence_ms, early_ms);
+        };
+        if heard.len() > open.sent && audio.try_send(heard[open.sent..].to_vec()).is_ok() {
             open.sent = heard.len();
+        }
+        if early_ms > 0 && silence_ms >= early_ms && open.sent == heard.len() {
+            // Everything heard is out: the engine may start on it now.
+            open.audio = None;
         }
     }
 
@@ -71,8 +100,11 @@ impl Streams {
     /// transcript is what to wait for (None when no stream was open).
     pub fn finish(&mut self, samples: &[i16]) -> Option<Transcript> {
         let open = self.open.take()?;
+        // Closed early: what came after is the silence that ended the utterance.
+        let Some(audio) = open.audio else {
+            return Some(open.text);
+        };
         let rest = samples.get(open.sent..).unwrap_or_default().to_vec();
-        let audio = open.audio;
         self.tasks.spawn(async move {
             if !rest.is_empty() {
                 let _ = audio.send(rest).await;

@@ -67,6 +67,15 @@ impl Vad {
         }
     }
 
+    /// Silence since the open utterance's last speech frame, in ms (0 when not in speech).
+    pub fn silence_ms(&self) -> u64 {
+        if self.in_speech {
+            self.silence_ms
+        } else {
+            0
+        }
+    }
+
     /// The open utterance so far (with pre-roll); empty when not in speech.
     pub fn utterance(&self) -> &[i16] {
         &self.utterance

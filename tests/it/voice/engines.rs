@@ -79,6 +79,46 @@ async fn wyoming_engines_transcribe_and_speak_a_turn() {
     assert!(status["reason"].as_str().unwrap().contains("not reachable"));
 }
 
+/// The Wyoming request is closed once the caller has been silent for half of `end_silence_ms`,
+/// so the engine's work overlaps the wait that confirms the end of the utterance.
+#[tokio::test]
+async fn speech_to_text_starts_before_the_end_of_the_utterance_is_confirmed() {
+    let said = "Hello from the Wyoming side.";
+    // Transcribing takes 500 ms; the end of an utterance is confirmed after 600 ms of silence,
+    // 300 ms after the request was closed.
+    let (uri, _seen) = wyoming::serve_slowly(said, Duration::from_millis(500)).await;
+    let engine = outpost::config::SpeechEngine::Wyoming {
+        uri,
+        language: Some("en".into()),
+        voice: None,
+    };
+    let server = TestServer::with(voice_server(VoiceMode::Pipeline, |v| {
+        v.stt = Some(engine.clone());
+        v.tts = Some(engine);
+    }))
+    .await;
+    let token = server.admin().await;
+    let started = start(&server, &token, json!({})).await;
+    let socket = connect(&server, started["websocket_url"].as_str().unwrap(), None)
+        .await
+        .unwrap();
+    let packets = packets(&speech("Hello there, Wyoming.").await, 3000);
+    let heard = call(
+        socket,
+        packets,
+        vec![json!({"type": "end"})],
+        Duration::from_secs(20),
+    )
+    .await;
+    let turns = heard.events_of("turn");
+    let timings = &turns.first().expect("a turn frame")["timings"];
+    let waited = timings["speech_end_to_transcript_ms"].as_u64().unwrap();
+    // Without the early close this is the whole 500 ms, and more.
+    assert!(waited < 400, "{timings}");
+    let transcripts = heard.events_of("transcript");
+    assert_eq!(transcripts[0]["text"], said, "{:?}", heard.events);
+}
+
 #[tokio::test]
 async fn openai_speech_endpoints_transcribe_and_speak_a_turn() {
     let said = "Hello from the OpenAI side.";

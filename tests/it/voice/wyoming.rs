@@ -12,13 +12,18 @@ use tokio::net::{TcpListener, TcpStream};
 
 /// Serves until the test ends; returns its `tcp://` URI and what it was asked for.
 pub async fn serve(heard: &'static str) -> (String, Seen) {
+    serve_slowly(heard, std::time::Duration::ZERO).await
+}
+
+/// The same, taking `thinking` after the end of the audio to answer with the transcript.
+pub async fn serve_slowly(heard: &'static str, thinking: std::time::Duration) -> (String, Seen) {
     let seen = Seen::default();
     let seen_by_server = seen.clone();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr: SocketAddr = listener.local_addr().unwrap();
     tokio::spawn(async move {
         while let Ok((stream, _)) = listener.accept().await {
-            tokio::spawn(connection(stream, heard, seen_by_server.clone()));
+            tokio::spawn(connection(stream, heard, thinking, seen_by_server.clone()));
         }
     });
     (format!("tcp://{addr}"), seen)
@@ -33,7 +38,12 @@ async fn send(stream: &mut BufReader<TcpStream>, kind: &str, data: Value, payloa
     stream.get_mut().write_all(&bytes).await.unwrap();
 }
 
-async fn connection(stream: TcpStream, heard: &'static str, seen: Seen) {
+async fn connection(
+    stream: TcpStream,
+    heard: &'static str,
+    thinking: std::time::Duration,
+    seen: Seen,
+) {
     let mut stream = BufReader::new(stream);
     let mut line = String::new();
     let mut first_chunk = None;
@@ -64,6 +74,7 @@ async fn connection(stream: TcpStream, heard: &'static str, seen: Seen) {
                 if first.is_some_and(|at| at.elapsed() > std::time::Duration::from_millis(400)) {
                     seen.lock().unwrap().push("streamed".into());
                 }
+                tokio::time::sleep(thinking).await;
                 send(&mut stream, "transcript", json!({"text": heard}), &[]).await
             }
             "synthesize" => {
