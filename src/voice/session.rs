@@ -116,6 +116,14 @@ async fn hung_up(hangup: &mut tokio::sync::watch::Receiver<bool>) {
     }
 }
 
+/// Resolves at `due`: at once when it has passed, not at the timer's next millisecond tick
+/// (an echo's or a reply's first frames are due at once).
+async fn at(due: Instant) {
+    if due > Instant::now() {
+        sleep_until(due.into()).await;
+    }
+}
+
 /// Runs the call until it ends; the last outbound frame is the close.
 pub(super) async fn run(
     context: Context,
@@ -223,7 +231,7 @@ impl Call {
                     }
                 }
                 Some(work) = self.work_rx.recv() => self.on_work(work).await,
-                _ = sleep_until(due.unwrap_or(end_at).into()), if due.is_some() => self.send_packet().await,
+                () = at(due.unwrap_or(end_at)), if due.is_some() => self.send_packet().await,
             };
             if let Err(ending) = result {
                 return ending;
