@@ -3,7 +3,8 @@
 //!
 //! Progress goes to stderr; stdout gets only the table and how it was run, so the output can
 //! be pasted as is. `BENCH_SECONDS` sets the length of each timed run (default 10);
-//! `BENCH_ONLY=voice` runs only the voice rows.
+//! `BENCH_ONLY=voice` runs only the echo voice rows, `BENCH_ONLY=speech` only the voice turns
+//! through the real speech engines.
 
 #[path = "bench/ceiling.rs"]
 mod ceiling;
@@ -145,7 +146,10 @@ async fn run() -> anyhow::Result<String> {
     match std::env::var("BENCH_ONLY").as_deref() {
         Err(_) | Ok("") => {}
         Ok("voice") => return voice_only(seconds).await,
-        Ok(other) => anyhow::bail!("BENCH_ONLY={other:?}: the one filter is \"voice\""),
+        Ok("speech") => return speech_only().await,
+        Ok(other) => {
+            anyhow::bail!("BENCH_ONLY={other:?}: the filters are \"voice\" and \"speech\"")
+        }
     }
     let usernames: Vec<String> = (1..=CONNECTIONS).map(|i| format!("bench-{i:02}")).collect();
     // Started first: the paid agent's config names its port.
@@ -196,6 +200,22 @@ async fn voice_only(seconds: u64) -> anyhow::Result<String> {
         std::thread::available_parallelism().map_or(0, |n| n.get())
     ));
     out.push_str(&voice::notes(&results));
+    Ok(out)
+}
+
+/// `BENCH_ONLY=speech`: the voice turns through the real speech engines alone.
+async fn speech_only() -> anyhow::Result<String> {
+    let outcome = voice_real::measure().await?;
+    let (server, client) = render::voice_real_rows(&outcome);
+    let mut out = report::table(&[server, client]);
+    out.push_str(&format!(
+        "\nRun: `BENCH_ONLY=speech cargo bench --bench outpost-bench` (release profile), \
+         outpost {}; the speech servers, the bench and the daemon share the same {} CPUs.\n",
+        env!("CARGO_PKG_VERSION"),
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    ));
+    out.push_str(&render::voice_real_note(&outcome));
+    out.push('\n');
     Ok(out)
 }
 

@@ -56,12 +56,13 @@ impl Daemon {
     }
 
     /// A daemon of its own for one run: the bench's config with no members, a paid agent whose
-    /// facilitator is never asked, and `extra` appended (a `[voice]` section).
+    /// facilitator is never asked, and `extra` (a `[voice]` section) instead of the echo one.
     pub async fn start_with(extra: &str) -> anyhow::Result<Daemon> {
         let dir = tempfile::Builder::new().prefix("outpost-bench").tempdir()?;
         let addr = free_port()?;
         let config_path = dir.path().join("outpost.toml");
-        let mut config = config_text(addr, &dir.path().join("data"), &[], "http://127.0.0.1:9");
+        let config = config_text(addr, &dir.path().join("data"), &[], "http://127.0.0.1:9");
+        let mut config = config.replacen(ECHO_VOICE, "", 1);
         config.push_str(extra);
         std::fs::write(&config_path, config)?;
         let mut daemon = Daemon {
@@ -246,6 +247,13 @@ fn free_port() -> anyhow::Result<SocketAddr> {
     Ok(listener.local_addr()?)
 }
 
+/// The bench's voice section: echo calls, as many as the ramp opens.
+const ECHO_VOICE: &str = "[voice]
+mode = \"echo\"
+max_sessions = 4000
+max_per_user = 4000
+";
+
 fn config_text(
     addr: SocketAddr,
     data_dir: &Path,
@@ -267,11 +275,7 @@ level = "warn"
 workers = 8
 queue_capacity = 1000000
 
-[voice]
-mode = "echo"
-max_sessions = 4000
-max_per_user = 4000
-
+{ECHO_VOICE}
 [agents.echo]
 engine = {{ kind = "echo", delay_ms = 0 }}
 max_concurrent = 128

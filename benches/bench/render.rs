@@ -220,7 +220,7 @@ fn paid_row(turns: &paid::TurnResults) -> Row {
 
 /// End of speech → first audio packet with the real speech engines: the daemon's figure (from
 /// its end-of-utterance decision) against the target, and the one the caller lives with.
-fn voice_real_rows(outcome: &Outcome) -> (Row, Row) {
+pub fn voice_real_rows(outcome: &Outcome) -> (Row, Row) {
     let mut server = Row::named("voice turn, real speech engines: speech end → first audio");
     let mut client = Row::named("voice turn, real speech engines: last word → first audio heard");
     server.target = "p50 ≤ 1.0 s".into();
@@ -248,7 +248,7 @@ fn voice_real_rows(outcome: &Outcome) -> (Row, Row) {
     (server, client)
 }
 
-fn voice_real_note(outcome: &Outcome) -> String {
+pub fn voice_real_note(outcome: &Outcome) -> String {
     match outcome {
         Outcome::Skipped(why) => format!("Voice (real speech engines): skipped: {why}."),
         Outcome::Measured(results) => format!(
