@@ -142,6 +142,113 @@ impl Vad {
 mod tests {
     use super::*;
 
+    /// "Turn on the kitchen lights" from espeak-ng (22 050 Hz), at the detector's 16 kHz, from
+    /// its first to its last audible sample.
+    fn speech() -> Vec<i16> {
+        let wav = include_bytes!("../../tests/data/voice/lights.wav");
+        let pcm = crate::voice::audio::from_wav(wav).expect("a WAV");
+        let samples = crate::voice::audio::resample(&pcm, 16_000).expect("resampled");
+        // Without the quiet espeak-ng puts around the words.
+        let loud = |s: &i16| s.unsigned_abs() > 300;
+        let first = samples.iter().position(loud).expect("sound");
+        let last = samples.iter().rposition(loud).expect("sound");
+        samples[first..=last].to_vec()
+    }
+
+    /// Feeds `audio` as 20 ms packets, as a call does.
+    fn heard(vad: &mut Vad, audio: &[i16]) -> Vec<Heard> {
+        audio
+            .chunks(320)
+            .flat_map(|packet| vad.push(packet))
+            .collect()
+    }
+
+    fn ms(samples: usize) -> u64 {
+        samples as u64 * 1000 / 16_000
+    }
+
+    #[test]
+    fn speech_between_silences_is_one_utterance() {
+        let (speech, silence) = (speech(), vec![0i16; 16_000]);
+        let mut vad = Vad::new(200, 600);
+        let heard = heard(&mut vad, &[&silence[..], &speech, &silence].concat());
+        assert_eq!(
+            heard.len(),
+            2,
+            "{:?}",
+            heard.iter().map(label).collect::<Vec<_>>()
+        );
+        assert_eq!(heard[0], Heard::SpeechStarted);
+        let Heard::Utterance(utterance) = &heard[1] else {
+            panic!("no utterance: {:?}", label(&heard[1]));
+        };
+        // The words, the pre-roll before them and the silence that ended them; no more.
+        let (spoken, kept) = (ms(speech.len()), ms(utterance.len()));
+        assert!(
+            kept >= spoken / 2,
+            "kept {kept} ms of {spoken} ms of speech"
+        );
+        assert!(
+            kept <= spoken + 200 + 600 + 100,
+            "kept {kept} ms of {spoken} ms"
+        );
+        assert!(!vad.in_speech());
+    }
+
+    #[test]
+    fn a_pause_shorter_than_end_silence_does_not_end_the_utterance() {
+        let speech = speech();
+        let (pause, silence) = (vec![0i16; 16 * 300], vec![0i16; 16_000]);
+        let mut vad = Vad::new(200, 600);
+        let heard = heard(&mut vad, &[&speech[..], &pause, &speech, &silence].concat());
+        let utterances: Vec<usize> = heard
+            .iter()
+            .filter_map(|h| match h {
+                Heard::Utterance(samples) => Some(samples.len()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            utterances.len(),
+            1,
+            "{:?}",
+            heard.iter().map(label).collect::<Vec<_>>()
+        );
+        assert!(ms(utterances[0]) >= ms(speech.len()) * 2);
+    }
+
+    #[test]
+    fn speech_shorter_than_min_speech_is_discarded() {
+        let speech = speech();
+        // The loudest 100 ms of the sentence, alone between silences.
+        let loudest = (0..speech.len() - 1600)
+            .step_by(160)
+            .max_by_key(|&i| {
+                speech[i..i + 1600]
+                    .iter()
+                    .map(|s| s.unsigned_abs() as u64)
+                    .sum::<u64>()
+            })
+            .unwrap();
+        let click = &speech[loudest..loudest + 1600];
+        let silence = vec![0i16; 16_000];
+        let mut vad = Vad::new(200, 600);
+        let heard = heard(&mut vad, &[&silence[..], click, &silence].concat());
+        assert!(
+            !heard.iter().any(|h| matches!(h, Heard::Utterance(_))),
+            "{:?}",
+            heard.iter().map(label).collect::<Vec<_>>()
+        );
+    }
+
+    fn label(heard: &Heard) -> String {
+        match heard {
+            Heard::SpeechStarted => "started".into(),
+            Heard::Utterance(samples) => format!("utterance of {} ms", ms(samples.len())),
+            Heard::Discarded => "discarded".into(),
+        }
+    }
+
     #[test]
     fn silence_is_not_speech() {
         let mut vad = Vad::new(200, 600);

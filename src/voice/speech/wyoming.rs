@@ -224,3 +224,94 @@ pub async fn synthesize(uri: &str, voice: Option<&str>, text: &str) -> Result<Pc
         samples,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::net::TcpListener;
+
+    /// A server's side of a synthesis, as wyoming-piper writes it: data after the header line
+    /// (`data_length`), 16-bit PCM as the payload; then an event with its data inline.
+    const FROM_SERVER: &[u8] =
+        b"{\"type\":\"audio-start\",\"version\":\"1.5.4\",\"data_length\":37}\n\
+{\"rate\":22050,\"width\":2,\"channels\":1}\
+{\"type\":\"audio-chunk\",\"data_length\":37,\"payload_length\":4}\n\
+{\"rate\":22050,\"width\":2,\"channels\":1}\x01\x00\xff\xff\
+{\"type\":\"audio-stop\",\"data\":{\"timestamp\":0}}\n";
+
+    /// Serves `bytes` to the first client and hands back what that client wrote.
+    async fn server(bytes: &'static [u8]) -> (String, tokio::task::JoinHandle<Vec<u8>>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let uri = format!("tcp://{}", listener.local_addr().unwrap());
+        let task = tokio::spawn(async move {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            let mut request = vec![0; 4096];
+            let n = stream.read(&mut request).await.unwrap();
+            request.truncate(n);
+            stream.write_all(bytes).await.unwrap();
+            stream.shutdown().await.unwrap();
+            request
+        });
+        (uri, task)
+    }
+
+    #[tokio::test]
+    async fn events_are_read_from_the_bytes_servers_write() {
+        let (uri, served) = server(FROM_SERVER).await;
+        let pcm = synthesize(&uri, Some("en_US-joe-medium"), "Hi.")
+            .await
+            .unwrap();
+        assert_eq!(pcm.sample_rate, 22_050);
+        assert_eq!(pcm.samples, vec![1, -1]);
+        // What the client wrote: one header line with its data inline, no payload.
+        let request = served.await.unwrap();
+        assert_eq!(request.last(), Some(&b'\n'));
+        let header: Value = serde_json::from_slice(&request).unwrap();
+        let expected = json!({"type": "synthesize", "data": {"text": "Hi.", "voice": {"name": "en_US-joe-medium"}}});
+        assert_eq!(header, expected);
+    }
+
+    #[tokio::test]
+    async fn a_payload_follows_its_header_line() {
+        let (uri, served) =
+            server(b"{\"type\":\"transcript\",\"data\":{\"text\":\" on \"}}\n").await;
+        let mut connection = Connection::open(&uri).await.unwrap();
+        connection
+            .send("audio-chunk", json!({"rate": 16000}), &[1, 0, 255, 255])
+            .await
+            .unwrap();
+        let event = connection.until("transcript").await.unwrap();
+        assert_eq!(event.data["text"], " on ");
+        let request = served.await.unwrap();
+        let (line, payload) =
+            request.split_at(request.iter().position(|&b| b == b'\n').unwrap() + 1);
+        assert_eq!(payload, [1, 0, 255, 255]);
+        let header: Value = serde_json::from_slice(line).unwrap();
+        assert_eq!(
+            header,
+            json!({"type": "audio-chunk", "data": {"rate": 16000}, "payload_length": 4})
+        );
+    }
+
+    #[tokio::test]
+    async fn oversized_and_broken_events_are_errors() {
+        let (uri, _) = server(b"{\"type\":\"info\",\"data_length\":99999999}\n").await;
+        let mut connection = Connection::open(&uri).await.unwrap();
+        connection.send("describe", json!({}), &[]).await.unwrap();
+        assert!(connection
+            .next()
+            .await
+            .unwrap_err()
+            .to_string()
+            .contains("too large"));
+        let (uri, _) = server(b"not json\n").await;
+        let mut connection = Connection::open(&uri).await.unwrap();
+        connection.send("describe", json!({}), &[]).await.unwrap();
+        assert!(connection
+            .next()
+            .await
+            .unwrap_err()
+            .to_string()
+            .contains("bad event header"));
+    }
+}
