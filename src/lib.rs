@@ -137,9 +137,7 @@ pub async fn start_with(
         &[]
     };
     for addr in to_bind {
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .with_context(|| format!("binding {addr}"))?;
+        let listener = bind(*addr).with_context(|| format!("binding {addr}"))?;
         listeners.push(listener);
     }
     let addrs: Vec<SocketAddr> = listeners
@@ -256,3 +254,20 @@ async fn serve_then_close(
 }
 #[cfg(test)]
 mod tidy;
+
+/// Connections the kernel completes before the daemon accepts them (capped by
+/// `net.core.somaxconn`). Beyond the backlog the kernel drops handshakes and clients wait out
+/// SYN-ACK retries of 1 s, 3 s and more: a flood of slow clients must not do that to others.
+const LISTEN_BACKLOG: u32 = 4096;
+
+/// A listening socket on `addr` with the daemon's backlog.
+fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
+}
