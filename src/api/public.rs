@@ -135,24 +135,8 @@ pub async fn history(
 /// `GET /p/{token}`: the chat page. The same page for every token; it asks the API whether
 /// its token is good, so serving it tells nothing.
 pub fn page() -> ApiResult {
-    let mut response = body::with_type(
-        StatusCode::OK,
-        "text/html; charset=utf-8",
-        Bytes::from_static(PAGE.as_bytes()),
-    );
-    let headers = response.headers_mut();
-    headers.insert(
-        "content-security-policy",
-        HeaderValue::from_static(PAGE_POLICY),
-    );
-    // The token is in the address: no other site may learn it from a Referer.
-    headers.insert("referrer-policy", HeaderValue::from_static("no-referrer"));
-    headers.insert(
-        "x-content-type-options",
-        HeaderValue::from_static("nosniff"),
-    );
-    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    Ok(response)
+    // The token is in the address: the page's no-referrer policy keeps it from other sites.
+    Ok(body::page(PAGE, PAGE_POLICY))
 }
 
 /// Streams the visitor's copy of a turn's events as NDJSON, flushed as they come.

@@ -8,10 +8,8 @@ use crate::error::{ApiError, ApiResult};
 use crate::http::body::{self, Body, Response};
 use crate::voice::wire::{Inbound, Outbound};
 use crate::voice::{StartRequest, TICKET_TTL};
-use bytes::Bytes;
 use fastwebsockets::{Frame, OpCode, Payload, WebSocketError};
 use hyper::body::Incoming;
-use hyper::header::{HeaderValue, CACHE_CONTROL};
 use hyper::{Request, StatusCode};
 use serde_json::json;
 use std::time::Duration;
@@ -31,23 +29,7 @@ const PAGE_POLICY: &str = "default-src 'none'; script-src 'unsafe-inline'; \
 
 /// `GET /voice`: the test page. It needs no token; everything it does does.
 pub fn page() -> ApiResult {
-    let mut response = body::with_type(
-        StatusCode::OK,
-        "text/html; charset=utf-8",
-        Bytes::from_static(PAGE.as_bytes()),
-    );
-    let headers = response.headers_mut();
-    headers.insert(
-        "content-security-policy",
-        HeaderValue::from_static(PAGE_POLICY),
-    );
-    headers.insert("referrer-policy", HeaderValue::from_static("no-referrer"));
-    headers.insert(
-        "x-content-type-options",
-        HeaderValue::from_static("nosniff"),
-    );
-    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    Ok(response)
+    Ok(body::page(PAGE, PAGE_POLICY))
 }
 
 /// `POST /api/agents/{name}/voice/start`

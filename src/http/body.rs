@@ -4,7 +4,7 @@ use crate::error::ApiError;
 use bytes::Bytes;
 use http_body_util::BodyExt;
 use hyper::body::{Frame, Incoming, SizeHint};
-use hyper::header::{HeaderValue, CONTENT_LENGTH, CONTENT_TYPE};
+use hyper::header::{HeaderValue, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE};
 use hyper::{Request, StatusCode};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -77,6 +77,25 @@ pub fn with_type(status: StatusCode, content_type: &'static str, bytes: Bytes) -
     response
         .headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    response
+}
+
+/// One of the daemon's own HTML pages: its content security `policy`, no Referer to other
+/// sites, no sniffing, no caching.
+pub fn page(html: &'static str, policy: &'static str) -> Response {
+    let mut response = with_type(
+        StatusCode::OK,
+        "text/html; charset=utf-8",
+        Bytes::from_static(html.as_bytes()),
+    );
+    let headers = response.headers_mut();
+    headers.insert("content-security-policy", HeaderValue::from_static(policy));
+    headers.insert("referrer-policy", HeaderValue::from_static("no-referrer"));
+    headers.insert(
+        "x-content-type-options",
+        HeaderValue::from_static("nosniff"),
+    );
+    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
     response
 }
 
