@@ -116,6 +116,32 @@ impl Heard {
     pub fn events_of(&self, kind: &str) -> Vec<&Value> {
         self.events.iter().filter(|e| e["type"] == kind).collect()
     }
+
+    /// The texts of the `transcript` events, in order.
+    pub fn transcripts(&self) -> Vec<&str> {
+        let events = self.events_of("transcript");
+        events.iter().map(|e| e["text"].as_str().unwrap()).collect()
+    }
+
+    /// The Opus packets, without their arrival times.
+    pub fn audio(&self) -> Vec<Vec<u8>> {
+        self.packets.iter().map(|(_, p)| p.clone()).collect()
+    }
+}
+
+/// One spoken turn on the call `started` (a `voice/start` answer): `text` in espeak-ng's
+/// voice, `silence_ms` of silence, then the caller hangs up; what came back within 20 s.
+pub async fn say_and_hang_up(
+    server: &TestServer,
+    started: &Value,
+    text: &str,
+    silence_ms: usize,
+) -> Heard {
+    let url = started["websocket_url"].as_str().unwrap();
+    let socket = connect(server, url, None).await.unwrap();
+    let packets = packets(&speech(text).await, silence_ms);
+    let end = vec![serde_json::json!({"type": "end"})];
+    call(socket, packets, end, Duration::from_secs(20)).await
 }
 
 /// Sends `packets` in real time, then `after` as text frames, and reads until the server

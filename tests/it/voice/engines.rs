@@ -37,24 +37,9 @@ async fn wyoming_engines_transcribe_and_speak_a_turn() {
     );
     let choice = json!({"sample_rate": 24000, "voice": "en_US-joe-medium", "language": "de"});
     let started = start(&server, &token, choice).await;
-    let socket = connect(&server, started["websocket_url"].as_str().unwrap(), None)
-        .await
-        .unwrap();
-    let packets = packets(&speech("Hello there, Wyoming.").await, 4000);
-    let heard = call(
-        socket,
-        packets,
-        vec![json!({"type": "end"})],
-        Duration::from_secs(20),
-    );
-    let heard = heard.await;
-    let transcripts: Vec<&str> = heard
-        .events_of("transcript")
-        .iter()
-        .map(|e| e["text"].as_str().unwrap())
-        .collect();
-    assert_eq!(transcripts, vec![said, said], "{:?}", heard.events);
-    let audio: Vec<Vec<u8>> = heard.packets.iter().map(|(_, p)| p.clone()).collect();
+    let heard = say_and_hang_up(&server, &started, "Hello there, Wyoming.", 4000).await;
+    assert_eq!(heard.transcripts(), vec![said, said], "{:?}", heard.events);
+    let audio = heard.audio();
     assert!(audio.len() > 25, "{} packets", audio.len());
     assert!(energy(&audio, 24_000) > 100.0);
     let seen = seen.lock().unwrap().clone();
@@ -99,17 +84,7 @@ async fn speech_to_text_starts_before_the_end_of_the_utterance_is_confirmed() {
     .await;
     let token = server.admin().await;
     let started = start(&server, &token, json!({})).await;
-    let socket = connect(&server, started["websocket_url"].as_str().unwrap(), None)
-        .await
-        .unwrap();
-    let packets = packets(&speech("Hello there, Wyoming.").await, 3000);
-    let heard = call(
-        socket,
-        packets,
-        vec![json!({"type": "end"})],
-        Duration::from_secs(20),
-    )
-    .await;
+    let heard = say_and_hang_up(&server, &started, "Hello there, Wyoming.", 3000).await;
     let turns = heard.events_of("turn");
     let timings = &turns.first().expect("a turn frame")["timings"];
     let waited = timings["speech_end_to_transcript_ms"].as_u64().unwrap();
@@ -144,24 +119,9 @@ async fn openai_speech_endpoints_transcribe_and_speak_a_turn() {
     assert_eq!(status["available"], true, "{status}");
     assert_eq!(status["engines"]["tts"]["kind"], "openai");
     let started = start(&server, &token, json!({"sample_rate": 48000})).await;
-    let socket = connect(&server, started["websocket_url"].as_str().unwrap(), None)
-        .await
-        .unwrap();
-    let packets = packets(&speech("Hello there, OpenAI.").await, 4000);
-    let heard = call(
-        socket,
-        packets,
-        vec![json!({"type": "end"})],
-        Duration::from_secs(20),
-    );
-    let heard = heard.await;
-    let transcripts: Vec<&str> = heard
-        .events_of("transcript")
-        .iter()
-        .map(|e| e["text"].as_str().unwrap())
-        .collect();
-    assert_eq!(transcripts, vec![said, said], "{:?}", heard.events);
-    let audio: Vec<Vec<u8>> = heard.packets.iter().map(|(_, p)| p.clone()).collect();
+    let heard = say_and_hang_up(&server, &started, "Hello there, OpenAI.", 4000).await;
+    assert_eq!(heard.transcripts(), vec![said, said], "{:?}", heard.events);
+    let audio = heard.audio();
     assert!(audio.len() > 25, "{} packets", audio.len());
     assert!(energy(&audio, 48_000) > 100.0);
 }
@@ -185,17 +145,7 @@ async fn a_reply_that_is_not_streamed_is_spoken_whole() {
     .await;
     let token = server.admin().await;
     let started = start(&server, &token, json!({})).await;
-    let socket = connect(&server, started["websocket_url"].as_str().unwrap(), None)
-        .await
-        .unwrap();
-    let packets = packets(&speech("Say it all at once.").await, 4000);
-    let heard = call(
-        socket,
-        packets,
-        vec![json!({"type": "end"})],
-        Duration::from_secs(20),
-    );
-    let heard = heard.await;
+    let heard = say_and_hang_up(&server, &started, "Say it all at once.", 4000).await;
     let replies: Vec<&str> = heard
         .events_of("transcript")
         .iter()
