@@ -20,6 +20,8 @@ use tokio::sync::mpsc;
 const MAX_FRAME_BYTES: usize = 16 * 1024;
 /// The socket's write timeout when voice is off (no call can run then anyway).
 const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long the socket waits for the client's close frame after sending its own.
+const CLOSE_GRACE: Duration = Duration::from_secs(2);
 /// The voice test page; it loads nothing from elsewhere.
 const PAGE: &str = include_str!("voice_page.html");
 /// Its own inline script and style, and this origin (HTTP and the socket), nothing else.
@@ -148,6 +150,12 @@ pub async fn voice_socket(app: &App, mut request: Request<Incoming>, name: &str)
 /// Moves frames until the call says goodbye (its close frame) or the client is gone: it
 /// closed, or it stopped reading and a frame could not be written within `write_timeout`.
 /// Either way the call then sees its channels close and ends, keeping its transcript.
+///
+/// After our close frame the socket stays open, reading and dropping what the client
+/// still had in flight, until the client answers with its own close (or [`CLOSE_GRACE`]
+/// passes). Closing the TCP connection over unread audio would make the kernel reset it,
+/// and a reset throws away our close frame on the client's side: the client would see an
+/// abnormal end (1006) instead of the code the call gave.
 async fn carry<S>(
     socket: fastwebsockets::WebSocket<S>,
     inbound: mpsc::Sender<Inbound>,
@@ -183,32 +191,46 @@ async fn carry<S>(
                 Err(_) => Inbound::Closed,
             };
             let closed = matches!(message, Inbound::Closed | Inbound::TooLarge(_));
-            if inbound.send(message).await.is_err() || closed {
+            // Once the call has ended its frames have nowhere to go: they are dropped
+            // while we wait for the client's close.
+            let _ = inbound.send(message).await;
+            if closed {
                 break;
             }
         }
-        // The call decides when the socket ends; the writer finishes it.
-        std::future::pending::<()>().await;
     };
+    let mut read = std::pin::pin!(read);
+    let mut write = std::pin::pin!(write(writer, outbound, obligated_rx, write_timeout));
     tokio::select! {
-        () = write(writer, outbound, obligated_rx, write_timeout) => {}
-        () = read => {}
+        closed_by_us = &mut write => {
+            if closed_by_us {
+                let _ = tokio::time::timeout(CLOSE_GRACE, read).await;
+            }
+        }
+        // The client closed (or is gone): the call sees it, ends, and the writer sends
+        // its close frame in answer.
+        () = &mut read => {
+            write.await;
+        }
     }
 }
 
+/// Writes the call's frames, and the control frames the reader owes the client, until the
+/// call's close frame is out (true) or the client is gone (false).
 async fn write<S>(
     mut writer: fastwebsockets::WebSocketWrite<S>,
     mut outbound: mpsc::Receiver<Outbound>,
     mut obligated: mpsc::Receiver<(OpCode, Vec<u8>)>,
     write_timeout: Duration,
-) where
+) -> bool
+where
     S: AsyncWrite + Unpin,
 {
     let mut closing = false;
     loop {
         let frame = tokio::select! {
             next = outbound.recv() => match next {
-                None => return,
+                None => return false,
                 Some(Outbound::Audio(packet)) => Frame::binary(Payload::Owned(packet)),
                 Some(Outbound::Event(event)) => Frame::text(Payload::Owned(event.to_json().into_bytes())),
                 Some(Outbound::Close(code, reason)) => {
@@ -220,15 +242,21 @@ async fn write<S>(
                 Frame::new(true, opcode, None, Payload::Owned(payload))
             }
         };
-        match tokio::time::timeout(write_timeout, writer.write_frame(frame)).await {
-            Ok(Ok(())) if !closing => {}
-            Ok(_) => return,
+        let sent = async {
+            writer.write_frame(frame).await?;
+            // A TLS stream holds what it was given until flushed.
+            writer.flush().await
+        };
+        match tokio::time::timeout(write_timeout, sent).await {
+            Ok(Ok(())) if closing => return true,
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => return false,
             Err(_) => {
                 tracing::info!(
                     timeout_ms = write_timeout.as_millis() as u64,
                     "a voice client stopped reading; closing its socket"
                 );
-                return;
+                return false;
             }
         }
     }

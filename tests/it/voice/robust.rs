@@ -278,3 +278,63 @@ async fn sounds_over_the_reply_shorter_than_barge_in_ms_do_not_stop_it() {
         .count();
     assert_eq!(interruptions, 1);
 }
+
+/// A caller hangs up while its microphone is still sending, as a browser does: audio is in
+/// flight after `end`. The server must not reset the connection over that unread audio (a
+/// reset can throw away its close frame: a browser then reports 1006): it sends its close,
+/// waits for the caller's, and only then ends the connection.
+#[tokio::test]
+async fn a_caller_hanging_up_mid_stream_still_receives_the_close_frame() {
+    let server = TestServer::with(voice_server(VoiceMode::Echo, |_| {})).await;
+    let token = server.admin().await;
+    for _ in 0..5 {
+        let started = start(&server, &token, json!({})).await;
+        let url = started["websocket_url"].as_str().unwrap();
+        let (mut reader, mut writer) = connect(&server, url, None)
+            .await
+            .unwrap()
+            .split(tokio::io::split);
+        let talk = packets(&speech("Still talking while I hang up.").await, 0);
+        for packet in &talk[..10] {
+            let frame = Frame::binary(Payload::Owned(packet.clone()));
+            writer.write_frame(frame).await.unwrap();
+        }
+        let end = Payload::Owned(json!({"type": "end"}).to_string().into_bytes());
+        writer.write_frame(Frame::text(end)).await.unwrap();
+        // The microphone goes on a moment after the hang-up, and nobody reads yet.
+        for packet in &talk[10..40] {
+            let frame = Frame::binary(Payload::Owned(packet.clone()));
+            if writer.write_frame(frame).await.is_err() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let mut ignore = |_: Frame<'_>| async { Ok::<_, WebSocketError>(()) };
+        let mut events = Vec::new();
+        let close = loop {
+            let frame =
+                tokio::time::timeout(Duration::from_secs(5), reader.read_frame(&mut ignore))
+                    .await
+                    .expect("the server answers in time");
+            match frame {
+                Ok(frame) if frame.opcode == OpCode::Text => {
+                    events.push(serde_json::from_slice::<Value>(&frame.payload).unwrap());
+                }
+                Ok(frame) if frame.opcode == OpCode::Close => {
+                    break Ok(u16::from_be_bytes([frame.payload[0], frame.payload[1]]));
+                }
+                Ok(_) => {}
+                Err(err) => break Err(err.to_string()),
+            }
+        };
+        assert_eq!(close, Ok(1000), "{events:?}");
+        assert!(events.iter().any(|e| e["type"] == "saved"), "{events:?}");
+        // Our close answers the server's (a reset connection refuses it); then the server
+        // ends the connection.
+        writer.write_frame(Frame::close(1000, b"")).await.unwrap();
+        let after = tokio::time::timeout(Duration::from_secs(3), reader.read_frame(&mut ignore))
+            .await
+            .expect("the server ends the connection after the closing handshake");
+        assert!(after.is_err(), "nothing follows the close frame");
+    }
+}
