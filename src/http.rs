@@ -4,6 +4,7 @@
 //! within the configured deadline.
 
 pub mod body;
+pub mod client;
 pub mod tls;
 
 use crate::app::App;

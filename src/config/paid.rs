@@ -198,14 +198,14 @@ pub fn resolve(
     }
     let url = raw.facilitator_url.trim_end_matches('/').to_string();
     match url.parse::<hyper::Uri>() {
-        Ok(uri) if uri.scheme_str() == Some("http") && uri.host().is_some() => {}
-        Ok(uri) if uri.scheme_str() == Some("https") => {
-            return Err(invalid(key("facilitator_url"), "https facilitators are not supported yet: reach it through a local TLS proxy on 127.0.0.1"));
-        }
+        Ok(uri) if crate::http::client::check_url(&uri).is_ok() => {}
         _ => {
             return Err(invalid(
                 key("facilitator_url"),
-                format!("{:?} is not an http:// URL", raw.facilitator_url),
+                format!(
+                    "{:?} is not an http:// or https:// URL",
+                    raw.facilitator_url
+                ),
             ));
         }
     }
@@ -270,8 +270,9 @@ mod tests {
             &PAID.replace("0x1563", "0x15"),
             Err("agents.helper.paid.pay_to"),
         );
+        check(&PAID.replace("http://127", "https://127"), Ok(()));
         check(
-            &PAID.replace("http://127", "https://127"),
+            &PAID.replace("http://127", "ftp://127"),
             Err("agents.helper.paid.facilitator_url"),
         );
         check(

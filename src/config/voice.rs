@@ -138,8 +138,15 @@ impl VoiceConfig {
                 Some(SpeechEngine::Command { program, .. }) if program.trim().is_empty() => {
                     return Err(invalid(format!("{key}.program"), "must not be empty"));
                 }
-                Some(SpeechEngine::OpenAi { base_url, .. }) if !base_url.starts_with("http://") => {
-                    return Err(invalid(format!("{key}.base_url"), "must be an http:// URL"));
+                Some(SpeechEngine::OpenAi { base_url, .. })
+                    if !base_url
+                        .parse::<hyper::Uri>()
+                        .is_ok_and(|uri| crate::http::client::check_url(&uri).is_ok()) =>
+                {
+                    return Err(invalid(
+                        format!("{key}.base_url"),
+                        "must be an http:// or https:// URL",
+                    ));
                 }
                 Some(SpeechEngine::Wyoming { uri, .. }) if !uri.starts_with("tcp://") => {
                     return Err(invalid(format!("{key}.uri"), "must be tcp://host:port"));
@@ -189,5 +196,29 @@ impl VoiceConfig {
 impl Default for VoiceConfig {
     fn default() -> Self {
         VoiceConfig::from_raw(RawVoice::default()).expect("built-in voice defaults are valid")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::{parse, Config};
+
+    fn check(engine: &str) -> Result<(), String> {
+        let text = format!("[voice]\nstt = {engine}\n");
+        parse(&text).and_then(|raw| Config::from_raw(raw).map(|_| ()).map_err(|e| e.to_string()))
+    }
+
+    #[test]
+    fn speech_engine_addresses() {
+        let openai =
+            |url: &str| format!("{{ kind = \"openai\", base_url = \"{url}\", model = \"m\" }}");
+        assert_eq!(check(&openai("http://127.0.0.1:8080/v1")), Ok(()));
+        assert_eq!(check(&openai("https://speech.example/v1")), Ok(()));
+        for bad in ["ftp://127.0.0.1/v1", "127.0.0.1:8080", "https://"] {
+            let error = check(&openai(bad)).unwrap_err();
+            assert!(error.contains("voice.stt.base_url"), "{bad}: {error}");
+        }
+        let wyoming = "{ kind = \"wyoming\", uri = \"http://127.0.0.1:10300\" }";
+        assert!(check(wyoming).unwrap_err().contains("voice.stt.uri"));
     }
 }

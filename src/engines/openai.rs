@@ -1,10 +1,12 @@
 //! The openai engine: a client of any OpenAI-compatible `/chat/completions` server with
-//! streaming (llama.cpp server, Ollama, vLLM, LocalAI), over hyper-util's HTTP/1 client.
+//! streaming (llama.cpp server, Ollama, vLLM, LocalAI, or a cloud API), over the daemon's
+//! outbound client ([`crate::http::client`]: `http://` or `https://`).
 //!
 //! Each turn sends the system prompt, the session's history and the new message, and maps the
 //! server's SSE chunks onto `stream_event` text deltas, then one final `assistant` event.
-//! `base_url` is the API root including its version path (`http://127.0.0.1:8080/v1`).
-//! Only `http://` is supported for now: an `https://` base_url makes every turn unavailable.
+//! `base_url` is the API root including its version path (`http://127.0.0.1:8080/v1`,
+//! `https://api.openai.com/v1`); `https://` servers must present a certificate the system
+//! trusts (or one from `SSL_CERT_FILE`), else every turn fails as unavailable.
 //! Dropping the turn's future drops the response, which closes the connection and so stops
 //! the generation on servers that notice a closed client.
 
@@ -15,15 +17,13 @@ use super::{
     assistant_event, text_delta_event, BoxFuture, Engine, Error, EventSink, Outcome, Turn,
 };
 use crate::config::EngineConfig;
+use crate::http::client;
 use bytes::Bytes;
 use completion::Completion;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE};
 use hyper::{Request, Uri};
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
 use serde_json::{json, Value};
 use sse::SseDecoder;
 use std::time::Duration;
@@ -41,7 +41,7 @@ pub struct OpenAi {
     /// Where and what to ask, or why this engine cannot ask anything.
     settings: Result<Settings, String>,
     /// Pooled, so consecutive turns reuse a kept-alive connection.
-    client: Client<HttpConnector, Full<Bytes>>,
+    client: client::Client,
 }
 
 struct Settings {
@@ -75,25 +75,20 @@ impl OpenAi {
                 other.kind()
             )),
         };
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(CONNECT_TIMEOUT));
-        connector.set_nodelay(true);
-        let client = Client::builder(TokioExecutor::new()).build(connector);
+        let client = client::client(CONNECT_TIMEOUT);
         OpenAi { settings, client }
     }
 }
 
-/// The completions URL under `base_url`, which must be plain `http://`.
+/// The completions URL under `base_url`, an `http://` or `https://` URL.
 fn endpoint(base_url: &str) -> Result<Uri, String> {
     let url = format!("{}/chat/completions", base_url.trim_end_matches('/'));
     let uri: Uri = url
         .parse()
         .map_err(|err| format!("invalid base_url {base_url}: {err}"))?;
-    match uri.scheme_str() {
-        Some("http") if uri.host().is_some() => Ok(uri),
-        Some("https") => Err("https base_url is not supported yet".into()),
-        _ => Err(format!("base_url must be an http:// URL: {base_url}")),
-    }
+    client::check_url(&uri)
+        .map_err(|_| format!("base_url must be an http:// or https:// URL: {base_url}"))?;
+    Ok(uri)
 }
 
 impl Engine for OpenAi {
@@ -114,7 +109,7 @@ impl Engine for OpenAi {
                 .host()
                 .unwrap_or("localhost")
                 .trim_matches(['[', ']']);
-            let port = settings.endpoint.port_u16().unwrap_or(80);
+            let port = client::port(&settings.endpoint);
             let connect = tokio::net::TcpStream::connect((host, port));
             match tokio::time::timeout(std::time::Duration::from_secs(1), connect).await {
                 Ok(Ok(_)) => Ok(()),

@@ -1,16 +1,14 @@
 //! The facilitator client: `POST {facilitator_url}/settle` (and `/verify` when configured)
-//! over hyper-util's HTTP/1 client. A reply that says `success` is an answer, whatever its
+//! over the daemon's outbound client (`http://` or `https://`, see [`crate::http::client`]). A reply that says `success` is an answer, whatever its
 //! status; anything else (no connection, a timeout, a body without `success`) means the
 //! facilitator is unavailable. `settlement_pending` is answered by one identical resend.
 
 use crate::config::PaidConfig;
+use crate::http::client;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::header::{AUTHORIZATION, CONTENT_TYPE};
 use hyper::{Request, Uri};
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
 use serde_json::Value;
 use std::time::Duration;
 
@@ -44,16 +42,13 @@ pub enum Verdict {
 /// Cheap-clone client, pooled across facilitators.
 #[derive(Clone)]
 pub struct Facilitator {
-    client: Client<HttpConnector, Full<Bytes>>,
+    client: client::Client,
 }
 
 impl Default for Facilitator {
     fn default() -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(CONNECT_TIMEOUT));
-        connector.set_nodelay(true);
         Facilitator {
-            client: Client::builder(TokioExecutor::new()).build(connector),
+            client: client::client(CONNECT_TIMEOUT),
         }
     }
 }

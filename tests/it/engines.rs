@@ -203,7 +203,7 @@ async fn command_engine_failure_keeps_stderr_in_the_execution() {
 
 /// A small OpenAI-compatible server: answers every chat completion with an SSE stream that
 /// repeats the last user message, and records the request bodies it got.
-async fn fake_openai() -> (String, tokio::sync::mpsc::UnboundedReceiver<Value>) {
+pub(crate) async fn fake_openai() -> (String, tokio::sync::mpsc::UnboundedReceiver<Value>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base_url = format!("http://{}/v1", listener.local_addr().unwrap());
     let (seen_tx, seen) = tokio::sync::mpsc::unbounded_channel();

@@ -11,6 +11,7 @@ mod http;
 mod identity;
 mod links;
 mod mdns;
+mod outbound;
 mod packaging;
 mod paid;
 mod reload;

@@ -4,8 +4,8 @@
 
 mod crash;
 mod faults;
-mod payer;
-mod stub;
+pub mod payer;
+pub mod stub;
 
 use crate::support::*;
 use hyper::Method;

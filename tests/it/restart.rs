@@ -47,6 +47,15 @@ pub(crate) struct Process {
 
 impl Process {
     pub(crate) async fn start(data_dir: &std::path::Path, config: &std::path::Path) -> Process {
+        Process::start_with_env(data_dir, config, &[]).await
+    }
+
+    /// Starts it with these environment variables besides the test's own.
+    pub(crate) async fn start_with_env(
+        data_dir: &std::path::Path,
+        config: &std::path::Path,
+        env: &[(&str, &std::ffi::OsStr)],
+    ) -> Process {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -61,6 +70,7 @@ impl Process {
             .args(["--listen", &addr.to_string()])
             .env("OUTPOST_ADMIN_PASSWORD", ADMIN_PASSWORD)
             .env("OUTPOST_LOG", "warn")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()

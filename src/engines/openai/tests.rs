@@ -297,11 +297,11 @@ async fn only_plain_http_base_urls_are_served() {
     );
     check(
         "https://api.example.com/v1",
-        "https base_url is not supported yet",
+        "https://api.example.com/v1/chat/completions",
     );
     check(
         "ftp://127.0.0.1/v1",
-        "base_url must be an http:// URL: ftp://127.0.0.1/v1",
+        "base_url must be an http:// or https:// URL: ftp://127.0.0.1/v1",
     );
     check(
         "127.0.0.1:8080",
@@ -309,7 +309,7 @@ async fn only_plain_http_base_urls_are_served() {
     );
 
     let engine = OpenAi::new(EngineConfig::OpenAi {
-        base_url: "https://127.0.0.1/v1".into(),
+        base_url: "ftp://127.0.0.1/v1".into(),
         model: "m".into(),
         api_key: None,
         system_prompt: None,

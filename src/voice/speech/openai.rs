@@ -1,20 +1,22 @@
-//! OpenAI-compatible speech endpoints (LocalAI, speaches, OpenAI itself over a local proxy):
+//! OpenAI-compatible speech endpoints (LocalAI, speaches, OpenAI itself):
 //! `POST {base_url}/audio/transcriptions` (multipart WAV) and `POST {base_url}/audio/speech`
-//! (JSON in, WAV out). Plain `http://` only, like the openai chat engine.
+//! (JSON in, WAV out), over the daemon's outbound client (`http://` or `https://`, see
+//! [`crate::http::client`]).
 
 use super::Error;
+use crate::http::client;
 use crate::voice::audio::{self, Pcm};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::header::{AUTHORIZATION, CONTENT_TYPE};
 use hyper::{Request, StatusCode, Uri};
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
 use serde_json::{json, Value};
+use std::time::Duration;
 
 /// The largest answer read (a few minutes of 24 kHz WAV).
 const MAX_RESPONSE_BYTES: usize = 16 * 1024 * 1024;
 const BOUNDARY: &str = "outpost-voice-boundary-7d1e";
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Where and how to ask.
 pub struct Endpoint<'a> {
@@ -29,9 +31,7 @@ impl Endpoint<'_> {
         let uri: Uri = url
             .parse()
             .map_err(|err| Error::Protocol(format!("invalid base_url: {err}")))?;
-        if uri.scheme_str() != Some("http") || uri.host().is_none() {
-            return Err(Error::Protocol("base_url must be an http:// URL".into()));
-        }
+        client::check_url(&uri).map_err(Error::Protocol)?;
         Ok(uri)
     }
 
@@ -43,8 +43,7 @@ impl Endpoint<'_> {
         let request = request
             .body(Full::new(Bytes::from(body)))
             .map_err(|err| Error::Protocol(err.to_string()))?;
-        let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
-        let response = client
+        let response = client::client(CONNECT_TIMEOUT)
             .request(request)
             .await
             .map_err(|err| Error::Protocol(format!("{path}: {err}")))?;
@@ -68,8 +67,10 @@ impl Endpoint<'_> {
         let Ok(request) = Request::get(uri).body(Full::new(Bytes::new())) else {
             return false;
         };
-        let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
-        client.request(request).await.is_ok()
+        client::client(CONNECT_TIMEOUT)
+            .request(request)
+            .await
+            .is_ok()
     }
 }
 
