@@ -1,7 +1,8 @@
 //! Sustained load: 64 keep-alive connections, each a user of its own, send a mix of chat turns
 //! (JSON and NDJSON), session lists, history pages, task submissions and polls, executions
-//! lists, public-link turns and health checks for 30 s (short form) or 5 minutes (long form),
-//! after a warm-up that lasts until the daemon's RSS holds still. Any answer but a 2xx or a documented 429 is an error; the daemon's RSS at
+//! lists, public-link turns and health checks for 30 s (short form) or 5 minutes (long form;
+//! `OUTPOST_LOAD_MINUTES` sets another length), after a warm-up that lasts until the daemon's
+//! RSS holds still. Any answer but a 2xx or a documented 429 is an error; the daemon's RSS at
 //! the end must be within 10 % of its RSS after the warm-up.
 
 use crate::client::{text, Call, Conn};
@@ -75,8 +76,17 @@ struct Seen {
 pub async fn run(long: bool) -> Section {
     // The short form's few thousand requests would not fill the default 32 MiB page cache
     // in its warm-up; with 4 MiB it is full by then, as the default is in the long form's.
+    // OUTPOST_LOAD_MINUTES lengthens the long form, to watch RSS over a longer run.
+    let minutes = std::env::var("OUTPOST_LOAD_MINUTES")
+        .ok()
+        .and_then(|m| m.parse::<u64>().ok())
+        .unwrap_or(5);
     let (warmup, duration, cache_mb) = if long {
-        (Duration::from_secs(60), Duration::from_secs(300), 32)
+        (
+            Duration::from_secs(60),
+            Duration::from_secs(60 * minutes),
+            32,
+        )
     } else {
         (Duration::from_secs(10), Duration::from_secs(30), 4)
     };
