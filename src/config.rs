@@ -108,6 +108,9 @@ pub struct Config {
     pub listen: Vec<SocketAddr>,
     pub public_url: Option<String>,
     pub max_connections: usize,
+    /// Connections open at once from one client address (0: no such cap); addresses in
+    /// `public.trusted_proxies` are not capped.
+    pub max_connections_per_client: usize,
     pub max_body_bytes: usize,
     pub header_timeout: Duration,
     pub shutdown_timeout: Duration,
@@ -290,6 +293,7 @@ impl Config {
             listen,
             public_url: Some(raw.server.public_url).filter(|u| !u.is_empty()),
             max_connections: nonzero("server.max_connections", raw.server.max_connections)?,
+            max_connections_per_client: raw.server.max_connections_per_client,
             max_body_bytes: nonzero("server.max_body_bytes", raw.server.max_body_bytes)?,
             header_timeout: Duration::from_secs(nonzero(
                 "server.header_timeout_s",

@@ -1,5 +1,6 @@
 //! Sockets to requests: the connection cap is taken before `accept` (excess clients wait in
-//! the kernel, not in memory), TLS with ALPN, HTTP/1.1 and HTTP/2 through hyper-util's auto
+//! the kernel, not in memory), a cap per client address (a connection over it is closed as
+//! soon as it is accepted, so one address cannot take every slot), TLS with ALPN, HTTP/1.1 and HTTP/2 through hyper-util's auto
 //! builder, a header-read timeout, and a graceful stop that lets in-flight requests finish
 //! within the configured deadline.
 
@@ -14,9 +15,10 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use rustls::ServerConfig;
+use std::collections::HashMap;
 use std::convert::Infallible;
-use std::net::SocketAddr;
-use std::sync::Arc;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
@@ -59,17 +61,26 @@ pub async fn serve(
         .keep_alive_interval(Duration::from_secs(30))
         .keep_alive_timeout(Duration::from_secs(20));
     let builder = Arc::new(builder);
+    let per_client = Arc::new(PerClient::new(
+        config.max_connections_per_client,
+        &config.public.trusted_proxies,
+    ));
     loop {
         tokio::select! {
             next = accepted.recv() => match next {
                 Some((stream, peer, permit)) => {
+                    let Some(slot) = per_client.admit(peer.ip()) else {
+                        tracing::debug!(%peer, "over max_connections_per_client; closed");
+                        app.metrics().refuse_connection();
+                        continue;
+                    };
                     let conn = Connection {
                         app: app.clone(),
                         builder: builder.clone(),
                         watcher: graceful.watcher(),
                         header_timeout: config.header_timeout,
                     };
-                    tokio::spawn(conn.serve(stream, peer, acceptor.clone(), permit));
+                    tokio::spawn(conn.serve(stream, peer, acceptor.clone(), (permit, slot)));
                 }
                 None => break,
             },
@@ -160,6 +171,65 @@ async fn accept_loop(
     }
 }
 
+/// Connections open per client address, for `server.max_connections_per_client`.
+struct PerClient {
+    /// 0: no cap.
+    limit: usize,
+    exempt: Vec<IpAddr>,
+    open: Mutex<HashMap<IpAddr, usize>>,
+}
+
+/// One connection's place in [`PerClient`], given back when dropped.
+struct ClientSlot {
+    table: Arc<PerClient>,
+    /// None when the address is not counted.
+    ip: Option<IpAddr>,
+}
+
+impl PerClient {
+    fn new(limit: usize, exempt: &[IpAddr]) -> PerClient {
+        PerClient {
+            limit,
+            exempt: exempt.iter().map(IpAddr::to_canonical).collect(),
+            open: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// A slot for a connection from `ip`, or None when that address holds its limit.
+    fn admit(self: &Arc<Self>, ip: IpAddr) -> Option<ClientSlot> {
+        let ip = ip.to_canonical();
+        if self.limit == 0 || self.exempt.contains(&ip) {
+            return Some(ClientSlot {
+                table: self.clone(),
+                ip: None,
+            });
+        }
+        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        let count = open.entry(ip).or_default();
+        if *count >= self.limit {
+            return None;
+        }
+        *count += 1;
+        Some(ClientSlot {
+            table: self.clone(),
+            ip: Some(ip),
+        })
+    }
+}
+
+impl Drop for ClientSlot {
+    fn drop(&mut self) {
+        let Some(ip) = self.ip else { return };
+        let mut open = self.table.open.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(count) = open.get_mut(&ip) {
+            *count -= 1;
+            if *count == 0 {
+                open.remove(&ip);
+            }
+        }
+    }
+}
+
 struct Connection {
     app: App,
     builder: Arc<auto::Builder<TokioExecutor>>,
@@ -173,7 +243,7 @@ impl Connection {
         stream: TcpStream,
         peer: SocketAddr,
         acceptor: Option<TlsAcceptor>,
-        _permit: OwnedSemaphorePermit,
+        _held: (OwnedSemaphorePermit, ClientSlot),
     ) {
         let metrics = self.app.metrics().clone();
         metrics.add_connection(1);

@@ -65,6 +65,7 @@ pub struct Metrics {
     gauges: Mutex<BTreeMap<String, i64>>,
     connections: AtomicI64,
     connections_total: AtomicU64,
+    connections_refused: AtomicU64,
 }
 
 impl Metrics {
@@ -113,6 +114,11 @@ impl Metrics {
         if delta > 0 {
             self.connections_total.fetch_add(1, Ordering::Relaxed);
         }
+    }
+
+    /// Counts a connection closed for being over its address's cap.
+    pub fn refuse_connection(&self) {
+        self.connections_refused.fetch_add(1, Ordering::Relaxed);
     }
 
     /// The Prometheus text exposition of every counter.
@@ -189,6 +195,16 @@ impl Metrics {
             out,
             "outpost_connections_total {}",
             self.connections_total.load(Ordering::Relaxed)
+        );
+        out.push_str(
+            "# HELP outpost_connections_refused_total Client connections closed at once: their \
+             address held server.max_connections_per_client.\n",
+        );
+        out.push_str("# TYPE outpost_connections_refused_total counter\n");
+        let _ = writeln!(
+            out,
+            "outpost_connections_refused_total {}",
+            self.connections_refused.load(Ordering::Relaxed)
         );
         out
     }

@@ -264,6 +264,8 @@ fn config_text(
     format!(
         r#"[server]
 listen = ["{addr}"]
+# Every load client is on 127.0.0.1.
+max_connections_per_client = 0
 
 [store]
 data_dir = {data_dir:?}

@@ -149,3 +149,71 @@ async fn operations_routes() {
         "the docs page loads nothing from elsewhere"
     );
 }
+
+/// `GET /healthz` over a new connection from `from`: the status line, or None when the
+/// connection was closed without an answer.
+async fn health_from(server: &TestServer, from: &str) -> Option<String> {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(format!("{from}:0").parse().unwrap()).unwrap();
+    let mut stream = socket.connect(server.addr).await.unwrap();
+    let request = b"GET /healthz HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n";
+    if stream.write_all(request).await.is_err() {
+        return None;
+    }
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut answer));
+    read.await.expect("an answer or a close in time").ok()?;
+    let answer = String::from_utf8_lossy(&answer);
+    answer.lines().next().map(str::to_string)
+}
+
+#[tokio::test]
+async fn one_address_cannot_take_every_connection() {
+    let server = TestServer::with(|c| {
+        c.max_connections_per_client = 3;
+        c.public.trusted_proxies = vec!["127.0.0.3".parse().unwrap()];
+    })
+    .await;
+    // 127.0.0.1 holds its three connections, idle.
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        held.push(tokio::net::TcpStream::connect(server.addr).await.unwrap());
+    }
+    let over = eventually(Duration::from_secs(5), || async {
+        health_from(&server, "127.0.0.1")
+            .await
+            .is_none()
+            .then_some(())
+    });
+    over.await;
+    // Another address is served as usual, and so is a trusted proxy past the cap.
+    assert_eq!(
+        health_from(&server, "127.0.0.2").await.as_deref(),
+        Some("HTTP/1.1 200 OK")
+    );
+    let mut proxied = Vec::new();
+    for _ in 0..5 {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind("127.0.0.3:0".parse().unwrap()).unwrap();
+        proxied.push(socket.connect(server.addr).await.unwrap());
+    }
+    assert_eq!(
+        health_from(&server, "127.0.0.3").await.as_deref(),
+        Some("HTTP/1.1 200 OK")
+    );
+    // One of the held connections goes: 127.0.0.1 has a place again.
+    held.pop();
+    eventually(Duration::from_secs(5), || async {
+        let status = health_from(&server, "127.0.0.1").await;
+        (status.as_deref() == Some("HTTP/1.1 200 OK")).then_some(())
+    })
+    .await;
+    let token = server.admin().await;
+    let metrics = server.get("/metrics", &token).await;
+    let text = String::from_utf8_lossy(&metrics.body).to_string();
+    let refused = text
+        .lines()
+        .find_map(|l| l.strip_prefix("outpost_connections_refused_total "))
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(refused.parse::<u64>().unwrap() >= 1, "{text}");
+}

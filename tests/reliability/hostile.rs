@@ -33,6 +33,9 @@ fn config() -> String {
     format!(
         r#"[server]
 header_timeout_s = {header}
+# The offenders and the probe all come from 127.0.0.1: this measures the global cap and the
+# timeouts. The per-address cap has its own test (tests/it/http.rs).
+max_connections_per_client = 0
 
 [voice]
 mode = "echo"
