@@ -73,6 +73,8 @@ impl Setup {
             .args(["--listen", &addr.to_string()])
             .env("OUTPOST_ADMIN_PASSWORD", ADMIN_PASSWORD)
             .env("OUTPOST_LOG", "warn")
+            // As the systemd unit runs it.
+            .env("MALLOC_ARENA_MAX", "2")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log);
