@@ -201,6 +201,19 @@ async fn command_engine_failure_keeps_stderr_in_the_execution() {
     );
 }
 
+/// An agent named `name` on the openai engine at `base_url`.
+pub(crate) fn openai_agent(name: &str, base_url: String, model: &str) -> AgentConfig {
+    AgentConfig {
+        engine: EngineConfig::OpenAi {
+            base_url,
+            model: model.into(),
+            api_key: None,
+            system_prompt: None,
+        },
+        ..echo_agent(name, 0, 4)
+    }
+}
+
 /// A small OpenAI-compatible server: answers every chat completion with an SSE stream that
 /// repeats the last user message, and records the request bodies it got.
 pub(crate) async fn fake_openai() -> (String, tokio::sync::mpsc::UnboundedReceiver<Value>) {
@@ -323,18 +336,8 @@ async fn openai_engine_unreachable_is_503_for_a_document() {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap().port()
     };
-    let server = TestServer::with(|c| {
-        c.agents = vec![AgentConfig {
-            engine: EngineConfig::OpenAi {
-                base_url: format!("http://127.0.0.1:{port}/v1"),
-                model: "m".into(),
-                api_key: None,
-                system_prompt: None,
-            },
-            ..echo_agent("llm", 0, 4)
-        }]
-    })
-    .await;
+    let base_url = format!("http://127.0.0.1:{port}/v1");
+    let server = TestServer::with(|c| c.agents = vec![openai_agent("llm", base_url, "m")]).await;
     let token = server.admin().await;
     let reply = server
         .chat_json("llm", &token, json!({"message": "anyone?"}))

@@ -5,13 +5,12 @@
 //! completes a chat turn and a paid turn through it; a daemon that trusts only the system's
 //! authorities refuses the same server, and nothing reaches it.
 
-use crate::engines::fake_openai;
+use crate::engines::{fake_openai, openai_agent};
 use crate::paid::payer::{Payment, PAYER_KEY, PAY_TO};
 use crate::paid::stub::{Mode, Stub};
 use crate::restart::Process;
 use crate::support::*;
 use hyper::Method;
-use outpost::config::{AgentConfig, EngineConfig};
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use serde_json::{json, Value};
@@ -174,18 +173,8 @@ async fn a_server_whose_authority_is_not_trusted_is_refused() {
     let (model_url, mut seen) = fake_openai().await;
     let (model, handshakes) = authority.front(address(&model_url)).await;
     // This daemon trusts the system's authorities only.
-    let server = TestServer::with(|c| {
-        c.agents = vec![AgentConfig {
-            engine: EngineConfig::OpenAi {
-                base_url: format!("{model}/v1"),
-                model: "tiny-model".into(),
-                api_key: None,
-                system_prompt: None,
-            },
-            ..echo_agent("llm", 0, 4)
-        }]
-    })
-    .await;
+    let agent = openai_agent("llm", format!("{model}/v1"), "tiny-model");
+    let server = TestServer::with(|c| c.agents = vec![agent]).await;
     let token = server.admin().await;
     let reply = server
         .chat_json("llm", &token, json!({"message": "hello?"}))
