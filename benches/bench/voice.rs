@@ -19,7 +19,6 @@ use outpost::voice::audio;
 use outpost::voice::opus::{Decoder, Encoder};
 use outpost::voice::vad::{Heard, Vad};
 use serde_json::json;
-use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -407,35 +406,12 @@ async fn open_call(conn: &mut Conn, addr: SocketAddr, admin: &str) -> anyhow::Re
     connect(addr, &url).await
 }
 
-struct Spawner;
-
-impl<Fut> hyper::rt::Executor<Fut> for Spawner
-where
-    Fut: Future + Send + 'static,
-    Fut::Output: Send + 'static,
-{
-    fn execute(&self, fut: Fut) {
-        tokio::spawn(fut);
-    }
-}
-
 async fn connect(addr: SocketAddr, path: &str) -> anyhow::Result<Socket> {
     let stream = TcpStream::connect(addr).await?;
     stream.set_nodelay(true)?;
-    let request = hyper::Request::get(path)
-        .header("host", addr.to_string())
-        .header("upgrade", "websocket")
-        .header("connection", "upgrade")
-        .header(
-            "sec-websocket-key",
-            fastwebsockets::handshake::generate_key(),
-        )
-        .header("sec-websocket-version", "13")
-        .body(http_body_util::Empty::<Bytes>::new())?;
-    let (socket, _) = fastwebsockets::handshake::client(&Spawner, request, stream)
+    crate::conversation::handshake(stream, path, None)
         .await
-        .context("the voice socket handshake")?;
-    Ok(socket)
+        .context("the voice socket handshake")
 }
 
 /// Waits until `voice/status` lists no open call.

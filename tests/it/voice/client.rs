@@ -2,12 +2,10 @@
 //! WebSocket client, and readers that collect what the server sends.
 
 use crate::support::*;
-use fastwebsockets::{Frame, OpCode, Payload, WebSocket};
-use hyper::body::Bytes;
+use fastwebsockets::{Frame, OpCode, Payload};
 use outpost::config::{Config, SpeechEngine, VoiceConfig, VoiceMode};
 use outpost::voice::audio;
 use serde_json::Value;
-use std::future::Future;
 use std::time::{Duration, Instant};
 use tokio::net::TcpStream;
 
@@ -67,38 +65,13 @@ pub fn voice_server(
     }
 }
 
-pub struct Spawner;
-
-impl<Fut> hyper::rt::Executor<Fut> for Spawner
-where
-    Fut: Future + Send + 'static,
-    Fut::Output: Send + 'static,
-{
-    fn execute(&self, fut: Fut) {
-        tokio::spawn(fut);
-    }
-}
-
-pub type Socket = WebSocket<hyper_util::rt::TokioIo<hyper::upgrade::Upgraded>>;
+pub use super::conversation::{handshake, Socket};
 
 /// Opens the socket at `path_and_query`; the status of a refusal otherwise.
 pub async fn connect(server: &TestServer, path: &str, token: Option<&str>) -> Result<Socket, u16> {
     let stream = TcpStream::connect(server.addr).await.unwrap();
-    let mut request = hyper::Request::get(path)
-        .header("host", server.addr.to_string())
-        .header("upgrade", "websocket")
-        .header("connection", "upgrade")
-        .header(
-            "sec-websocket-key",
-            fastwebsockets::handshake::generate_key(),
-        )
-        .header("sec-websocket-version", "13");
-    if let Some(token) = token {
-        request = request.header("authorization", format!("Bearer {token}"));
-    }
-    let request = request.body(http_body_util::Empty::<Bytes>::new()).unwrap();
-    match fastwebsockets::handshake::client(&Spawner, request, stream).await {
-        Ok((socket, _)) => Ok(socket),
+    match handshake(stream, path, token).await {
+        Ok(socket) => Ok(socket),
         Err(fastwebsockets::WebSocketError::InvalidStatusCode(status)) => Err(status),
         Err(err) => panic!("handshake: {err}"),
     }

@@ -203,24 +203,41 @@ where
     }
 }
 
-/// Opens a call's socket at `path` (a `websocket_url` with its ticket).
-pub async fn open(addr: SocketAddr, path: &str) -> Result<Socket, String> {
-    let stream = TcpStream::connect(addr)
-        .await
-        .map_err(|err| format!("connecting to {addr}: {err}"))?;
-    let request = hyper::Request::get(path)
-        .header("host", addr.to_string())
+/// The WebSocket handshake for `path` over `stream`, with a bearer `token` when given.
+pub async fn handshake(
+    stream: TcpStream,
+    path: &str,
+    token: Option<&str>,
+) -> Result<Socket, fastwebsockets::WebSocketError> {
+    let host = stream
+        .peer_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_default();
+    let mut request = hyper::Request::get(path)
+        .header("host", host)
         .header("upgrade", "websocket")
         .header("connection", "upgrade")
         .header(
             "sec-websocket-key",
             fastwebsockets::handshake::generate_key(),
         )
-        .header("sec-websocket-version", "13")
+        .header("sec-websocket-version", "13");
+    if let Some(token) = token {
+        request = request.header("authorization", format!("Bearer {token}"));
+    }
+    let request = request
         .body(http_body_util::Empty::<Bytes>::new())
-        .map_err(|err| err.to_string())?;
-    let (socket, _) = fastwebsockets::handshake::client(&Spawner, request, stream)
-        .await
-        .map_err(|err| format!("the voice socket handshake: {err}"))?;
+        .expect("a socket path the server gave is a valid URI");
+    let (socket, _) = fastwebsockets::handshake::client(&Spawner, request, stream).await?;
     Ok(socket)
+}
+
+/// Opens a call's socket at `path` (a `websocket_url` with its ticket).
+pub async fn open(addr: SocketAddr, path: &str) -> Result<Socket, String> {
+    let stream = TcpStream::connect(addr)
+        .await
+        .map_err(|err| format!("connecting to {addr}: {err}"))?;
+    handshake(stream, path, None)
+        .await
+        .map_err(|err| format!("the voice socket handshake: {err}"))
 }

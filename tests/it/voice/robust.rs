@@ -5,7 +5,6 @@
 use super::client::*;
 use crate::support::*;
 use fastwebsockets::{Frame, OpCode, Payload, WebSocketError};
-use hyper::body::Bytes;
 use outpost::config::VoiceMode;
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
@@ -34,21 +33,7 @@ async fn connect_small(server: &TestServer, path: &str) -> Socket {
     let tcp = TcpSocket::new_v4().unwrap();
     tcp.set_recv_buffer_size(2048).unwrap();
     let stream = tcp.connect(server.addr).await.unwrap();
-    let request = hyper::Request::get(path)
-        .header("host", server.addr.to_string())
-        .header("upgrade", "websocket")
-        .header("connection", "upgrade")
-        .header(
-            "sec-websocket-key",
-            fastwebsockets::handshake::generate_key(),
-        )
-        .header("sec-websocket-version", "13")
-        .body(http_body_util::Empty::<Bytes>::new())
-        .unwrap();
-    let (socket, _) = fastwebsockets::handshake::client(&Spawner, request, stream)
-        .await
-        .unwrap();
-    socket
+    handshake(stream, path, None).await.unwrap()
 }
 
 /// The state of the caller's only call, as `voice/status` lists it.
