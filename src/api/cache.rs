@@ -17,7 +17,8 @@ const MAX_ENTRIES: usize = 4096;
 /// Body bytes kept at most (a history page is about 20 KB).
 const MAX_BYTES: usize = 8 * 1024 * 1024;
 
-/// Response bodies by a key that names the route, the agent, whose view, and the query.
+/// Response bodies by a key that names the route, the agent, the caller and whether they
+/// manage the agent, and the query: everything an answer depends on.
 #[derive(Default)]
 pub struct ReadCache {
     entries: Mutex<Entries>,

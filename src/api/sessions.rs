@@ -49,8 +49,8 @@ pub async fn list_sessions(app: &App, request: &Request<Incoming>, name: &str) -
     Ok(cached(app, key, generation, &body))
 }
 
-/// The read cache's key for this request (route, agent, whose view, query) and the store
-/// generation to tag a fresh answer with, read before any data.
+/// The read cache's key for this request (route, agent, caller, whether they manage the
+/// agent, query) and the store generation to tag a fresh answer with, read before any data.
 fn cache_key(
     app: &App,
     route: &str,
@@ -59,14 +59,16 @@ fn cache_key(
     request: &Request<Incoming>,
 ) -> (String, u64) {
     let generation = app.store().generation();
-    let view = if agent.managed_by(caller) {
-        "*"
-    } else {
-        caller.username.as_str()
-    };
+    // The answer depends on who asks (unfiltered history is the caller's own, `?user=` is
+    // the caller's own when it names them) and on whether they manage the agent.
+    let managed = if agent.managed_by(caller) { "*" } else { "" };
     let query = request.uri().query().unwrap_or("");
     (
-        format!("{route}\0{}\0{view}\0{query}", agent.name()),
+        format!(
+            "{route}\0{}\0{}{managed}\0{query}",
+            agent.name(),
+            caller.username
+        ),
         generation,
     )
 }

@@ -3,6 +3,7 @@
 //! the caller's own ids, another user's, and the admin's private agent. Each cell expects
 //! its documented status, and no successful answer may carry an id the caller may not see.
 
+mod cache;
 mod callers;
 mod routes;
 
