@@ -6,6 +6,7 @@
 
 pub mod body;
 pub mod client;
+pub mod outbound;
 pub mod tls;
 
 use crate::app::App;
