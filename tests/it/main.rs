@@ -14,6 +14,7 @@ mod mdns;
 mod outbound;
 mod packaging;
 mod paid;
+mod private_urls;
 mod reload;
 mod restart;
 mod schema;
