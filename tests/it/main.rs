@@ -20,6 +20,7 @@ mod restart;
 mod schema;
 mod service;
 mod sessions;
+mod slow_peers;
 mod supervised;
 mod support;
 mod tasks;

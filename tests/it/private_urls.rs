@@ -29,7 +29,13 @@ fn assert_refused(reply: &Reply) {
 #[tokio::test]
 async fn a_users_engine_cannot_reach_loopback_link_local_or_private_addresses() {
     let (base_url, mut seen) = fake_openai().await;
-    let port = base_url.split(':').nth(2).unwrap().split('/').next().unwrap();
+    let port = base_url
+        .split(':')
+        .nth(2)
+        .unwrap()
+        .split('/')
+        .next()
+        .unwrap();
     let server = TestServer::with(|c| c.users_may_create_agents = true).await;
     let user = server.user("mallory").await;
     for url in [
@@ -48,12 +54,7 @@ async fn a_users_engine_cannot_reach_loopback_link_local_or_private_addresses() 
         .json();
     let patch = json!({"engine": openai(&base_url)});
     let reply = server
-        .call(
-            Method::PATCH,
-            "/api/agents/mine",
-            Some(&user),
-            Some(patch),
-        )
+        .call(Method::PATCH, "/api/agents/mine", Some(&user), Some(patch))
         .await;
     assert_refused(&reply);
     assert!(seen.try_recv().is_err(), "nothing reached the model server");
@@ -79,7 +80,10 @@ async fn an_allowed_address_and_an_admins_engine_reach_the_local_server() {
     let (base_url, _seen) = fake_openai().await;
     let server = TestServer::with(|c| c.users_may_create_agents = true).await;
     let admin = server.admin().await;
-    assert_eq!(create(&server, &admin, "local", &base_url).await.status, 201);
+    assert_eq!(
+        create(&server, &admin, "local", &base_url).await.status,
+        201
+    );
     let reply = server
         .chat_json("local", &admin, json!({"message": "hi admin"}))
         .await;
@@ -113,7 +117,10 @@ async fn a_failing_model_servers_body_is_not_shown_to_the_caller() {
     assert_eq!(result["is_error"], true, "{result}");
     let execution_id = lines[0]["execution_id"].as_str().unwrap();
     let execution = server
-        .get(&format!("/api/agents/llm/executions/{execution_id}"), &token)
+        .get(
+            &format!("/api/agents/llm/executions/{execution_id}"),
+            &token,
+        )
         .await
         .json();
     for shown in [result.to_string(), execution.to_string()] {
