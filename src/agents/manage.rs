@@ -140,9 +140,18 @@ impl Agents {
                 "name: 1-63 lowercase letters, digits and '-', starting with a letter".into(),
             ));
         }
-        let engine = new.engine.unwrap_or_else(|| default_engine.clone());
-        check_engine(caller, &engine)?;
-        let outbound = check_outbound(caller, &engine, &self.allow).await?;
+        let (engine, outbound) = match new.engine {
+            Some(engine) => {
+                check_engine(caller, &engine)?;
+                let outbound = check_outbound(caller, &engine, &self.allow).await?;
+                (engine, outbound)
+            }
+            // The configuration's default engine: an admin chose where it connects.
+            None => {
+                check_engine(caller, default_engine)?;
+                (default_engine.clone(), OutboundPolicy::Any)
+            }
+        };
         let config = AgentConfig {
             display_name: new.display_name.unwrap_or_else(|| new.name.clone()),
             description: new.description.unwrap_or_default(),

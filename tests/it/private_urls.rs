@@ -131,3 +131,56 @@ async fn a_failing_model_servers_body_is_not_shown_to_the_caller() {
         );
     }
 }
+
+#[tokio::test]
+async fn the_configured_default_engine_serves_a_users_agent_at_a_local_address() {
+    let (base_url, _seen) = fake_openai().await;
+    let server = TestServer::with(|c| {
+        c.users_may_create_agents = true;
+        c.default_engine = openai_agent("x", base_url, "tiny-model").engine;
+    })
+    .await;
+    let user = server.user("carol").await;
+    let reply = server
+        .post("/api/agents", &user, json!({"name": "plain"}))
+        .await;
+    assert_eq!(reply.status, 201, "{:?}", reply.body);
+    let reply = server
+        .chat_json("plain", &user, json!({"message": "from the default"}))
+        .await;
+    assert_eq!(reply.status, 200, "{:?}", reply.body);
+    assert_eq!(reply.json()["response"], "from the default ");
+}
+
+#[tokio::test]
+async fn a_stored_users_engine_is_checked_again_at_every_connection() {
+    // Allowed when it was made; after a restart without the allow list, its turns are
+    // refused before anything connects.
+    let (base_url, mut seen) = fake_openai().await;
+    let dir = std::sync::Arc::new(tempfile::tempdir().unwrap());
+    let server = TestServer::in_dir(dir.clone(), |c| {
+        c.users_may_create_agents = true;
+        c.outbound_allow = AllowList::parse(&["127.0.0.0/8".to_string()]).unwrap();
+    })
+    .await;
+    let user = server.user("dave").await;
+    assert_eq!(create(&server, &user, "local", &base_url).await.status, 201);
+    let dir = server.stop().await;
+    let server = TestServer::in_dir(dir, |c| c.users_may_create_agents = true).await;
+    let user = server.login("dave", "dave-password").await;
+    let reply = server
+        .chat_json("local", &user, json!({"message": "hello"}))
+        .await;
+    reply.assert_error(503, "engine_unavailable");
+    let execution_id = reply.json()["execution_id"].as_str().unwrap().to_string();
+    let execution = server
+        .get(
+            &format!("/api/agents/local/executions/{execution_id}"),
+            &user,
+        )
+        .await
+        .json();
+    let error = execution["error"].as_str().unwrap_or_default();
+    assert!(error.contains("private address"), "{execution}");
+    assert!(seen.try_recv().is_err(), "nothing reached the model server");
+}
