@@ -42,6 +42,9 @@ async fn a_users_engine_cannot_reach_loopback_link_local_or_private_addresses() 
         base_url.clone(),
         format!("http://localhost:{port}/v1"),
         format!("http://[::ffff:127.0.0.1]:{port}/v1"),
+        // Numeric forms the resolver reads as 127.0.0.1.
+        format!("http://2130706433:{port}/v1"),
+        format!("http://127.1:{port}/v1"),
         "http://169.254.169.254/latest/meta-data".to_string(),
         "http://10.0.0.1:8080/v1".to_string(),
         "https://[fe80::1]/v1".to_string(),
