@@ -15,6 +15,7 @@ use crate::auth::Caller;
 use crate::clock::Timestamp;
 use crate::config::AgentConfig;
 use crate::engines::{self, Engine};
+use crate::http::outbound::{AllowList, OutboundPolicy};
 use crate::records::AgentRecord;
 use crate::store::{self, Store};
 use std::collections::BTreeMap;
@@ -56,6 +57,8 @@ pub enum Error {
     CommandEngineAdminOnly,
     #[error("{0}")]
     Invalid(String),
+    #[error("{field}: {reason}")]
+    OutboundNotAllowed { field: &'static str, reason: String },
     #[error(transparent)]
     Store(#[from] store::Error),
 }
@@ -74,6 +77,8 @@ pub struct Agent {
     /// `config` or `api`.
     pub source: &'static str,
     pub created_at: Timestamp,
+    /// Where the engine may connect: anywhere when an admin or the file set it.
+    pub outbound: OutboundPolicy,
     shared: Arc<Shared>,
     /// Users the configuration file shares a config agent with (the API cannot unshare them).
     file_shares: Vec<String>,
@@ -200,6 +205,7 @@ impl Agent {
             source: self.source.to_string(),
             stopped: self.is_stopped(),
             created_at: self.created_at,
+            engine_trusted: matches!(self.outbound, OutboundPolicy::Any),
         }
     }
 }
@@ -225,12 +231,19 @@ pub struct Agents {
     agents: RwLock<BTreeMap<String, Arc<Agent>>>,
     freed: Arc<Notify>,
     store: Store,
+    /// `[outbound] allow`, for the engines users set.
+    allow: AllowList,
 }
 
 impl Agents {
     /// Agents from the configuration and the store. A stored API agent whose name the file
     /// also uses is left out (the file wins) and reported.
-    pub fn load(configs: &[AgentConfig], records: Vec<AgentRecord>, store: Store) -> Agents {
+    pub fn load(
+        configs: &[AgentConfig],
+        records: Vec<AgentRecord>,
+        store: Store,
+        allow: AllowList,
+    ) -> Agents {
         let now = Timestamp::now();
         let freed = Arc::new(Notify::new());
         let mut agents = BTreeMap::new();
@@ -255,24 +268,26 @@ impl Agents {
                     }
                 }
             }
-            let mut agent = build(config, "config", created_at, stopped, &freed);
+            let mut agent = build(
+                config,
+                "config",
+                created_at,
+                stopped,
+                &freed,
+                OutboundPolicy::Any,
+            );
             agent.file_shares = file_shares;
             agents.insert(agent.config.name.clone(), Arc::new(agent));
         }
         for record in stored.into_values().filter(|r| r.source == "api") {
-            let agent = build(
-                config_of(&record),
-                "api",
-                record.created_at,
-                record.stopped,
-                &freed,
-            );
+            let agent = stored_agent(&record, &freed, &allow);
             agents.insert(record.name.clone(), Arc::new(agent));
         }
         Agents {
             agents: RwLock::new(agents),
             freed,
             store,
+            allow,
         }
     }
 
@@ -310,15 +325,29 @@ impl Agents {
     }
 }
 
+/// An API agent from its record.
+fn stored_agent(record: &AgentRecord, freed: &Arc<Notify>, allow: &AllowList) -> Agent {
+    build(
+        config_of(record),
+        "api",
+        record.created_at,
+        record.stopped,
+        freed,
+        OutboundPolicy::for_caller(record.engine_trusted, allow),
+    )
+}
+
 fn build(
     config: AgentConfig,
     source: &'static str,
     created_at: Timestamp,
     stopped: bool,
     freed: &Arc<Notify>,
+    outbound: OutboundPolicy,
 ) -> Agent {
     Agent {
-        engine: engines::build(&config.engine),
+        engine: engines::build(&config.engine, outbound.clone()),
+        outbound,
         shared: Arc::new(Shared {
             slots: Arc::new(Semaphore::new(config.max_concurrent)),
             stopped: AtomicBool::new(stopped),

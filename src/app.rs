@@ -53,7 +53,12 @@ impl App {
         agent_records: Vec<AgentRecord>,
     ) -> App {
         let executions = Executions::new(store.clone(), metrics.clone());
-        let agents = Arc::new(Agents::load(&config.agents, agent_records, store.clone()));
+        let agents = Arc::new(Agents::load(
+            &config.agents,
+            agent_records,
+            store.clone(),
+            config.outbound_allow.clone(),
+        ));
         let chat = Chat::new(store.clone(), executions.clone());
         let pool = Pool::new(
             store.clone(),

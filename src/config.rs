@@ -113,6 +113,10 @@ pub struct Config {
     pub max_connections_per_client: usize,
     pub max_body_bytes: usize,
     pub header_timeout: Duration,
+    /// The whole time a request body may take to arrive; slower ones get 408.
+    pub body_timeout: Duration,
+    /// How long a write to a client may make no progress before the connection is dropped.
+    pub write_timeout: Duration,
     pub shutdown_timeout: Duration,
     pub allow_plain_on_network: bool,
     /// Advertise the API over mDNS on the interfaces of non-loopback listen addresses.
@@ -138,6 +142,8 @@ pub struct Config {
     pub voice: Option<VoiceConfig>,
     /// Public links: visitor rate limits and trusted proxies.
     pub public: PublicConfig,
+    /// `[outbound] allow`: private addresses, networks and names users' agents may reach.
+    pub outbound_allow: crate::http::outbound::AllowList,
     /// `OUTPOST_ADMIN_PASSWORD`: the admin password used at first start instead of a random one.
     pub admin_password: Option<Secret>,
 }
@@ -299,6 +305,8 @@ impl Config {
                 "server.header_timeout_s",
                 raw.server.header_timeout_s as usize,
             )? as u64),
+            body_timeout: seconds("server.body_timeout_s", raw.server.body_timeout_s)?,
+            write_timeout: seconds("server.write_timeout_s", raw.server.write_timeout_s)?,
             shutdown_timeout: Duration::from_secs(raw.server.shutdown_timeout_s),
             allow_plain_on_network: raw.server.allow_plain_on_network,
             mdns: raw.server.mdns,
@@ -319,10 +327,20 @@ impl Config {
             log_format,
             agents,
             public: public_from_raw(raw.public)?,
+            outbound_allow: crate::http::outbound::AllowList::parse(&raw.outbound.allow)
+                .map_err(|m| invalid("outbound.allow", m))?,
             voice,
             admin_password: None,
         })
     }
+}
+
+/// A timeout of at least one second.
+fn seconds(key: &str, value: u64) -> Result<Duration, Error> {
+    if value == 0 {
+        return Err(invalid(key, "must be greater than 0"));
+    }
+    Ok(Duration::from_secs(value))
 }
 
 fn public_from_raw(raw: RawPublic) -> Result<PublicConfig, Error> {

@@ -9,6 +9,7 @@ pub mod echo;
 pub mod openai;
 
 use crate::config::EngineConfig;
+use crate::http::outbound::OutboundPolicy;
 use serde_json::{json, Value};
 use std::future::Future;
 use std::pin::Pin;
@@ -134,12 +135,12 @@ pub trait Engine: Send + Sync {
     fn run<'a>(&'a self, turn: Turn, sink: EventSink) -> BoxFuture<'a, Result<Outcome, Error>>;
 }
 
-/// Builds the engine a configuration describes.
-pub fn build(config: &EngineConfig) -> Arc<dyn Engine> {
+/// Builds the engine a configuration describes; `outbound` says where it may connect.
+pub fn build(config: &EngineConfig, outbound: OutboundPolicy) -> Arc<dyn Engine> {
     match config {
         EngineConfig::Echo { delay_ms } => Arc::new(echo::Echo::new(*delay_ms)),
         EngineConfig::Command { .. } => Arc::new(command::Command::new(config.clone())),
-        EngineConfig::OpenAi { .. } => Arc::new(openai::OpenAi::new(config.clone())),
+        EngineConfig::OpenAi { .. } => Arc::new(openai::OpenAi::new(config.clone(), outbound)),
     }
 }
 

@@ -103,6 +103,11 @@ impl From<agents::Error> for ApiError {
                 ApiError::new(StatusCode::FORBIDDEN, "forbidden", &err)
             }
             agents::Error::Invalid(_) => ApiError::invalid(&err),
+            agents::Error::OutboundNotAllowed { .. } => ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "outbound_not_allowed",
+                &err,
+            ),
             agents::Error::Store(cause) => cause.into(),
         }
     }

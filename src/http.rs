@@ -1,11 +1,15 @@
 //! Sockets to requests: the connection cap is taken before `accept` (excess clients wait in
-//! the kernel, not in memory), a cap per client address (a connection over it is closed as
-//! soon as it is accepted, so one address cannot take every slot), TLS with ALPN, HTTP/1.1 and HTTP/2 through hyper-util's auto
-//! builder, a header-read timeout, and a graceful stop that lets in-flight requests finish
-//! within the configured deadline.
+//! the kernel, not in memory), a cap per client address (IPv6 clients by their /64; a
+//! connection over it is closed as soon as it is accepted, so one address cannot take every
+//! slot), TLS with ALPN, HTTP/1.1 and HTTP/2 through hyper-util's auto builder, a header-read
+//! timeout, a body deadline (`body.rs`), a write timeout for clients that stop reading
+//! (`stall.rs`), and a graceful stop that lets in-flight requests finish within the
+//! configured deadline.
 
 pub mod body;
 pub mod client;
+pub mod outbound;
+pub mod stall;
 pub mod tls;
 
 use crate::app::App;
@@ -15,6 +19,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use rustls::ServerConfig;
+use stall::WriteTimeout;
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
@@ -79,6 +84,8 @@ pub async fn serve(
                         builder: builder.clone(),
                         watcher: graceful.watcher(),
                         header_timeout: config.header_timeout,
+                        body_timeout: config.body_timeout,
+                        write_timeout: config.write_timeout,
                     };
                     tokio::spawn(conn.serve(stream, peer, acceptor.clone(), (permit, slot)));
                 }
@@ -171,19 +178,21 @@ async fn accept_loop(
     }
 }
 
-/// Connections open per client address, for `server.max_connections_per_client`.
+/// Connections open per client address, for `server.max_connections_per_client`; IPv6
+/// clients count by their /64, as the visitor routes' rate limits do
+/// ([`crate::links::client_key`]), since one host usually holds a whole /64.
 struct PerClient {
     /// 0: no cap.
     limit: usize,
     exempt: Vec<IpAddr>,
-    open: Mutex<HashMap<IpAddr, usize>>,
+    open: Mutex<HashMap<String, usize>>,
 }
 
 /// One connection's place in [`PerClient`], given back when dropped.
 struct ClientSlot {
     table: Arc<PerClient>,
     /// None when the address is not counted.
-    ip: Option<IpAddr>,
+    key: Option<String>,
 }
 
 impl PerClient {
@@ -201,30 +210,31 @@ impl PerClient {
         if self.limit == 0 || self.exempt.contains(&ip) {
             return Some(ClientSlot {
                 table: self.clone(),
-                ip: None,
+                key: None,
             });
         }
+        let key = crate::links::client_key(ip);
         let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
-        let count = open.entry(ip).or_default();
+        let count = open.entry(key.clone()).or_default();
         if *count >= self.limit {
             return None;
         }
         *count += 1;
         Some(ClientSlot {
             table: self.clone(),
-            ip: Some(ip),
+            key: Some(key),
         })
     }
 }
 
 impl Drop for ClientSlot {
     fn drop(&mut self) {
-        let Some(ip) = self.ip else { return };
+        let Some(key) = self.key.take() else { return };
         let mut open = self.table.open.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(count) = open.get_mut(&ip) {
+        if let Some(count) = open.get_mut(&key) {
             *count -= 1;
             if *count == 0 {
-                open.remove(&ip);
+                open.remove(&key);
             }
         }
     }
@@ -235,6 +245,8 @@ struct Connection {
     builder: Arc<auto::Builder<TokioExecutor>>,
     watcher: hyper_util::server::graceful::Watcher,
     header_timeout: Duration,
+    body_timeout: Duration,
+    write_timeout: Duration,
 }
 
 impl Connection {
@@ -249,6 +261,7 @@ impl Connection {
         metrics.add_connection(1);
         match acceptor {
             Some(acceptor) => {
+                let stream = WriteTimeout::new(stream, self.write_timeout, metrics.clone());
                 match tokio::time::timeout(self.header_timeout, acceptor.accept(stream)).await {
                     Ok(Ok(tls)) => self.serve_io(tls, peer).await,
                     Ok(Err(err)) => tracing::debug!(%peer, cause = %err, "TLS handshake failed"),
@@ -259,7 +272,10 @@ impl Connection {
                 // A client that connects and sends nothing never reaches hyper's header timer.
                 let mut first = [0u8; 1];
                 match tokio::time::timeout(self.header_timeout, stream.peek(&mut first)).await {
-                    Ok(Ok(n)) if n > 0 => self.serve_io(stream, peer).await,
+                    Ok(Ok(n)) if n > 0 => {
+                        let stream = WriteTimeout::new(stream, self.write_timeout, metrics.clone());
+                        self.serve_io(stream, peer).await
+                    }
                     _ => tracing::debug!(%peer, "client sent nothing; dropped"),
                 }
             }
@@ -272,9 +288,24 @@ impl Connection {
         I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
         let app = self.app.clone();
-        let service = service_fn(move |request| {
+        let deadline = body::BodyDeadline {
+            timeout: self.body_timeout,
+            metrics: app.metrics().clone(),
+        };
+        let service = service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
             let app = app.clone();
-            async move { Ok::<_, Infallible>(crate::api::handle(&app, request, peer).await) }
+            request.extensions_mut().insert(deadline.clone());
+            async move {
+                let mut response = crate::api::handle(&app, request, peer).await;
+                if response.status() == hyper::StatusCode::REQUEST_TIMEOUT {
+                    // The rest of a late body is not worth waiting for.
+                    response.headers_mut().insert(
+                        hyper::header::CONNECTION,
+                        hyper::header::HeaderValue::from_static("close"),
+                    );
+                }
+                Ok::<_, Infallible>(response)
+            }
         });
         let conn = self
             .builder
@@ -282,5 +313,28 @@ impl Connection {
         if let Err(err) = self.watcher.watch(conn.into_owned()).await {
             tracing::debug!(%peer, cause = %err, "connection ended with an error");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ipv6_clients_share_a_connection_cap_per_64() {
+        let table = Arc::new(PerClient::new(1, &[]));
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let first = table
+            .admit(ip("2001:db8:1:2::1"))
+            .expect("first of its /64");
+        assert!(
+            table.admit(ip("2001:db8:1:2:ffff::9")).is_none(),
+            "same /64"
+        );
+        let other = table.admit(ip("2001:db8:1:3::1")).expect("another /64");
+        assert!(table.admit(ip("127.0.0.1")).is_some());
+        drop(first);
+        assert!(table.admit(ip("2001:db8:1:2::7")).is_some(), "freed");
+        drop(other);
     }
 }

@@ -66,6 +66,8 @@ pub struct Metrics {
     connections: AtomicI64,
     connections_total: AtomicU64,
     connections_refused: AtomicU64,
+    body_timeouts: AtomicU64,
+    write_timeouts: AtomicU64,
 }
 
 impl Metrics {
@@ -119,6 +121,16 @@ impl Metrics {
     /// Counts a connection closed for being over its address's cap.
     pub fn refuse_connection(&self) {
         self.connections_refused.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts one request whose body did not arrive within `server.body_timeout_s`.
+    pub fn body_timeout(&self) {
+        self.body_timeouts.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts one connection dropped because its client stopped reading.
+    pub fn write_timeout(&self) {
+        self.write_timeouts.fetch_add(1, Ordering::Relaxed);
     }
 
     /// The Prometheus text exposition of every counter.
@@ -205,6 +217,26 @@ impl Metrics {
             out,
             "outpost_connections_refused_total {}",
             self.connections_refused.load(Ordering::Relaxed)
+        );
+        out.push_str(
+            "# HELP outpost_body_timeouts_total Requests answered 408: their body did not \
+             arrive within server.body_timeout_s.\n",
+        );
+        out.push_str("# TYPE outpost_body_timeouts_total counter\n");
+        let _ = writeln!(
+            out,
+            "outpost_body_timeouts_total {}",
+            self.body_timeouts.load(Ordering::Relaxed)
+        );
+        out.push_str(
+            "# HELP outpost_write_timeouts_total Connections dropped: a write made no progress \
+             for server.write_timeout_s (the client stopped reading).\n",
+        );
+        out.push_str("# TYPE outpost_write_timeouts_total counter\n");
+        let _ = writeln!(
+            out,
+            "outpost_write_timeouts_total {}",
+            self.write_timeouts.load(Ordering::Relaxed)
         );
         out
     }

@@ -259,6 +259,10 @@ pub struct AgentRecord {
     pub source: String,
     pub stopped: bool,
     pub created_at: Timestamp,
+    /// True when an admin (or the file) set the engine, so its URLs may reach private
+    /// addresses; an engine a user set reaches public ones and `[outbound] allow`.
+    #[serde(default)]
+    pub engine_trusted: bool,
 }
 
 /// What deleting an agent removed, by kind of record.

@@ -7,6 +7,7 @@ use super::{build, Agent, Agents, Error, Shared};
 use crate::auth::Caller;
 use crate::clock::Timestamp;
 use crate::config::{valid_agent_name, AgentConfig, EngineConfig};
+use crate::http::outbound::OutboundPolicy;
 use serde::Deserialize;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -83,6 +84,30 @@ fn check_engine(caller: &Caller, engine: &EngineConfig) -> Result<(), Error> {
     Ok(())
 }
 
+/// Where an engine set by `caller` may connect; a user's URL must not name a private address
+/// (checked now, and again by the engine at every connection).
+async fn check_outbound(
+    caller: &Caller,
+    engine: &EngineConfig,
+    allow: &crate::http::outbound::AllowList,
+) -> Result<OutboundPolicy, Error> {
+    let policy = OutboundPolicy::for_caller(caller.is_admin(), allow);
+    if let EngineConfig::OpenAi { base_url, .. } = engine {
+        let refused = |reason: String| Error::OutboundNotAllowed {
+            field: "engine.base_url",
+            reason,
+        };
+        let uri: hyper::Uri = base_url
+            .parse()
+            .map_err(|_| Error::Invalid(format!("engine.base_url {base_url:?} is not a URL")))?;
+        policy
+            .check_url(&uri)
+            .await
+            .map_err(|err| refused(err.to_string()))?;
+    }
+    Ok(policy)
+}
+
 fn at_least_one(field: &str, value: Option<usize>, default: usize) -> Result<usize, Error> {
     match value {
         Some(0) => Err(Error::Invalid(format!("{field} must be at least 1"))),
@@ -115,8 +140,18 @@ impl Agents {
                 "name: 1-63 lowercase letters, digits and '-', starting with a letter".into(),
             ));
         }
-        let engine = new.engine.unwrap_or_else(|| default_engine.clone());
-        check_engine(caller, &engine)?;
+        let (engine, outbound) = match new.engine {
+            Some(engine) => {
+                check_engine(caller, &engine)?;
+                let outbound = check_outbound(caller, &engine, &self.allow).await?;
+                (engine, outbound)
+            }
+            // The configuration's default engine: an admin chose where it connects.
+            None => {
+                check_engine(caller, default_engine)?;
+                (default_engine.clone(), OutboundPolicy::Any)
+            }
+        };
         let config = AgentConfig {
             display_name: new.display_name.unwrap_or_else(|| new.name.clone()),
             description: new.description.unwrap_or_default(),
@@ -137,7 +172,14 @@ impl Agents {
         if self.get(&config.name).is_some() {
             return Err(Error::Exists(config.name));
         }
-        let agent = build(config, "api", Timestamp::now(), false, &self.freed);
+        let agent = build(
+            config,
+            "api",
+            Timestamp::now(),
+            false,
+            &self.freed,
+            outbound,
+        );
         let record = agent.record();
         let created = self
             .store
@@ -168,8 +210,10 @@ impl Agents {
             return Err(Error::ManagedByConfig(name.to_string()));
         }
         let mut config = current.config.clone();
+        let mut outbound = current.outbound.clone();
         if let Some(engine) = patch.engine {
             check_engine(caller, &engine)?;
+            outbound = check_outbound(caller, &engine, &self.allow).await?;
             config.engine = engine;
         }
         if let Some(display_name) = patch.display_name {
@@ -194,7 +238,7 @@ impl Agents {
         if let Some(voice) = patch.voice {
             config.voice = voice;
         }
-        let next = self.successor(&current, config);
+        let next = self.successor_with(&current, config, outbound);
         self.persist(&next).await?;
         resize(
             &current.shared,
@@ -279,13 +323,29 @@ impl Agents {
 
     /// A new definition that keeps the agent's slots, stopped state and identity.
     pub(super) fn successor(&self, current: &Agent, config: AgentConfig) -> Agent {
-        let engine = if config.engine == current.config.engine {
+        self.successor_with(current, config, current.outbound.clone())
+    }
+
+    /// A successor whose engine connects where `outbound` permits.
+    fn successor_with(
+        &self,
+        current: &Agent,
+        config: AgentConfig,
+        outbound: OutboundPolicy,
+    ) -> Agent {
+        let same_policy = matches!(
+            (&outbound, &current.outbound),
+            (OutboundPolicy::Any, OutboundPolicy::Any)
+                | (OutboundPolicy::Public(_), OutboundPolicy::Public(_))
+        );
+        let engine = if config.engine == current.config.engine && same_policy {
             current.engine.clone()
         } else {
-            crate::engines::build(&config.engine)
+            crate::engines::build(&config.engine, outbound.clone())
         };
         Agent {
             engine,
+            outbound,
             config,
             source: current.source,
             created_at: current.created_at,

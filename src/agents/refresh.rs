@@ -53,13 +53,7 @@ impl Agents {
         for name in gone {
             agents.remove(&name);
             if let Some(record) = stored.remove(&name).filter(|r| r.source == "api") {
-                let agent = build(
-                    super::config_of(&record),
-                    "api",
-                    record.created_at,
-                    record.stopped,
-                    &self.freed,
-                );
+                let agent = super::stored_agent(&record, &self.freed, &self.allow);
                 agents.insert(name.clone(), Arc::new(agent));
             }
             refreshed.removed.push(name);
@@ -103,7 +97,14 @@ impl Agents {
                 }
             }
         }
-        let mut agent = build(full, "config", created_at, stopped, &self.freed);
+        let mut agent = build(
+            full,
+            "config",
+            created_at,
+            stopped,
+            &self.freed,
+            crate::http::outbound::OutboundPolicy::Any,
+        );
         agent.file_shares = config.shared_with.clone();
         agent
     }

@@ -22,6 +22,14 @@ pub struct RawConfig {
     pub voice: Option<RawVoice>,
     /// `[paid]`: the x402 network table.
     pub paid: paid::RawPaidSection,
+    pub outbound: RawOutbound,
+}
+
+/// `[outbound]`: where agents made by users (not admins) may connect beyond public addresses.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawOutbound {
+    pub allow: Vec<String>,
 }
 
 /// `[public]`: limits of the visitor routes of public links.
@@ -74,6 +82,8 @@ pub struct RawServer {
     pub max_connections_per_client: usize,
     pub max_body_bytes: usize,
     pub header_timeout_s: u64,
+    pub body_timeout_s: u64,
+    pub write_timeout_s: u64,
     pub shutdown_timeout_s: u64,
     pub allow_plain_on_network: bool,
     pub mdns: bool,
@@ -88,6 +98,8 @@ impl Default for RawServer {
             max_connections_per_client: 256,
             max_body_bytes: 1024 * 1024,
             header_timeout_s: 10,
+            body_timeout_s: 30,
+            write_timeout_s: 30,
             shutdown_timeout_s: 20,
             allow_plain_on_network: false,
             mdns: false,

@@ -9,6 +9,10 @@
 //! trusts (or one from `SSL_CERT_FILE`), else every turn fails as unavailable.
 //! Dropping the turn's future drops the response, which closes the connection and so stops
 //! the generation on servers that notice a closed client.
+//!
+//! What the server said when it failed (an error body, an error event) goes to the log only:
+//! the failure a caller sees is a short reason of ours, so an engine URL cannot be used to
+//! read another server's answers through the chat.
 
 mod completion;
 mod sse;
@@ -18,6 +22,7 @@ use super::{
 };
 use crate::config::EngineConfig;
 use crate::http::client;
+use crate::http::outbound::OutboundPolicy;
 use bytes::Bytes;
 use completion::Completion;
 use http_body_util::{BodyExt, Full};
@@ -42,6 +47,8 @@ pub struct OpenAi {
     settings: Result<Settings, String>,
     /// Pooled, so consecutive turns reuse a kept-alive connection.
     client: client::Client,
+    /// Where the client may connect; the readiness probe follows it too.
+    outbound: OutboundPolicy,
 }
 
 struct Settings {
@@ -56,7 +63,7 @@ struct Settings {
 impl OpenAi {
     /// An engine for an `EngineConfig::OpenAi`; a bad `base_url` or another kind gives an
     /// engine whose turns fail as unavailable.
-    pub fn new(config: EngineConfig) -> OpenAi {
+    pub fn new(config: EngineConfig, outbound: OutboundPolicy) -> OpenAi {
         let settings = match config {
             EngineConfig::OpenAi {
                 base_url,
@@ -75,8 +82,12 @@ impl OpenAi {
                 other.kind()
             )),
         };
-        let client = client::client(CONNECT_TIMEOUT);
-        OpenAi { settings, client }
+        let client = client::client_for(outbound.clone(), CONNECT_TIMEOUT);
+        OpenAi {
+            settings,
+            client,
+            outbound,
+        }
     }
 }
 
@@ -110,6 +121,10 @@ impl Engine for OpenAi {
                 .unwrap_or("localhost")
                 .trim_matches(['[', ']']);
             let port = client::port(&settings.endpoint);
+            self.outbound
+                .check_url(&settings.endpoint)
+                .await
+                .map_err(|err| err.to_string())?;
             let connect = tokio::net::TcpStream::connect((host, port));
             match tokio::time::timeout(std::time::Duration::from_secs(1), connect).await {
                 Ok(Ok(_)) => Ok(()),
@@ -152,9 +167,10 @@ impl OpenAi {
         let status = response.status();
         if !status.is_success() {
             let detail = read_detail(response.into_body()).await;
+            tracing::warn!(base_url = %settings.base_url, %status, body = %detail, "the model server refused a turn");
             return Err(Error::Failed {
-                message: format!("the server answered {status}"),
-                detail,
+                message: format!("upstream answered {status}"),
+                detail: String::new(),
             });
         }
         let is_whole_json = response
@@ -248,10 +264,7 @@ async fn read_stream(mut body: Incoming, sink: &EventSink) -> Result<Completion,
                 debug!(data = %data.chars().take(200).collect::<String>(), "skipping an event that is not JSON");
                 continue;
             };
-            let delta = completion.apply(&chunk).map_err(|message| Error::Failed {
-                message: "the server reported an error".into(),
-                detail: message,
-            })?;
+            let delta = completion.apply(&chunk).map_err(reported)?;
             if let Some(delta) = delta {
                 sink.send(text_delta_event(&delta));
             }
@@ -265,14 +278,14 @@ async fn read_stream(mut body: Incoming, sink: &EventSink) -> Result<Completion,
 /// Reads a whole `chat.completion` from a server that did not stream, as one delta.
 async fn read_whole(body: Incoming, sink: &EventSink) -> Result<Completion, Error> {
     let bytes = read_capped(body, MAX_EVENT_BYTES).await?;
-    let response: Value = serde_json::from_slice(&bytes).map_err(|err| Error::Failed {
-        message: "the server's answer is not a chat completion".into(),
-        detail: err.to_string(),
+    let response: Value = serde_json::from_slice(&bytes).map_err(|err| {
+        tracing::warn!(cause = %err, "the model server's answer is not a chat completion");
+        Error::Failed {
+            message: "the server's answer is not a chat completion".into(),
+            detail: String::new(),
+        }
     })?;
-    let completion = Completion::from_response(&response).map_err(|message| Error::Failed {
-        message: "the server reported an error".into(),
-        detail: message,
-    })?;
+    let completion = Completion::from_response(&response).map_err(reported)?;
     if !completion.text.is_empty() {
         sink.send(text_delta_event(&completion.text));
     }
@@ -320,6 +333,15 @@ async fn read_detail(mut body: Incoming) -> String {
         format!("{text}…")
     } else {
         text.to_string()
+    }
+}
+
+/// An error the server reported in its answer: its text goes to the log, not to the caller.
+fn reported(message: String) -> Error {
+    tracing::warn!(reported = %message, "the model server reported an error");
+    Error::Failed {
+        message: "the server reported an error".into(),
+        detail: String::new(),
     }
 }
 

@@ -1,4 +1,5 @@
-//! Response bodies (whole or streamed from a channel) and size-limited request bodies.
+//! Response bodies (whole or streamed from a channel) and size- and time-limited request
+//! bodies.
 
 use crate::error::ApiError;
 use bytes::Bytes;
@@ -10,7 +11,9 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use std::convert::Infallible;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 use tokio::sync::mpsc;
 
 /// A response with our body type.
@@ -110,8 +113,44 @@ pub fn error(err: &ApiError) -> Response {
     response
 }
 
-/// Reads the whole request body, refusing more than `limit` bytes with 413.
+/// The time a request's whole body may take (`server.body_timeout_s`), put in each request's
+/// extensions by the connection that read it.
+#[derive(Clone)]
+pub struct BodyDeadline {
+    pub timeout: Duration,
+    pub metrics: Arc<crate::metrics::Metrics>,
+}
+
+/// Used when a request carries no [`BodyDeadline`] (requests made in tests without a socket).
+const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Reads the whole request body, refusing more than `limit` bytes with 413 and a body that
+/// takes longer than its deadline with 408 (a total for the whole body, so a trickle of a
+/// byte now and then does not hold the request open).
 pub async fn read(request: Request<Incoming>, limit: usize) -> Result<Bytes, ApiError> {
+    let deadline = request.extensions().get::<BodyDeadline>().cloned();
+    let timeout = deadline
+        .as_ref()
+        .map_or(DEFAULT_BODY_TIMEOUT, |d| d.timeout);
+    match tokio::time::timeout(timeout, read_untimed(request, limit)).await {
+        Ok(read) => read,
+        Err(_) => {
+            if let Some(deadline) = deadline {
+                deadline.metrics.body_timeout();
+            }
+            Err(ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "body_timeout",
+                format!(
+                    "the request body did not arrive within {} s",
+                    timeout.as_secs()
+                ),
+            ))
+        }
+    }
+}
+
+async fn read_untimed(request: Request<Incoming>, limit: usize) -> Result<Bytes, ApiError> {
     let too_large = || {
         ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,

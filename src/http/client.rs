@@ -7,7 +7,10 @@
 //! (a PEM bundle) or `SSL_CERT_DIR` replaces them, as for OpenSSL: set it in the service's
 //! environment to trust a private authority, e.g. a model server on the LAN with its own
 //! certificate. Server names are checked; there is no way to turn that off.
+//!
+//! Every client carries an [`OutboundPolicy`]: it checks each address before connecting.
 
+use super::outbound::{Guarded, OutboundPolicy, Resolver};
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper_rustls::HttpsConnector;
@@ -19,16 +22,32 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 /// A pooled client for `http://` and `https://` URLs.
-pub type Client = hyper_util::client::legacy::Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
+pub type Client = hyper_util::client::legacy::Client<
+    Guarded<HttpsConnector<HttpConnector<Resolver>>>,
+    Full<Bytes>,
+>;
 
-/// A client that trusts the system's certificate authorities.
+/// A client that trusts the system's certificate authorities and connects anywhere (for URLs
+/// of the configuration file).
 pub fn client(connect_timeout: Duration) -> Client {
-    client_trusting(system_tls(), connect_timeout)
+    client_trusting(system_tls(), connect_timeout, OutboundPolicy::Any)
+}
+
+/// A client that trusts the system's certificate authorities and connects where `policy`
+/// permits.
+pub fn client_for(policy: OutboundPolicy, connect_timeout: Duration) -> Client {
+    client_trusting(system_tls(), connect_timeout, policy)
 }
 
 /// A client whose HTTPS uses `tls` (its ALPN list must be empty: HTTP/1.1 is offered).
-pub fn client_trusting(tls: ClientConfig, connect_timeout: Duration) -> Client {
-    let mut http = HttpConnector::new();
+pub fn client_trusting(
+    tls: ClientConfig,
+    connect_timeout: Duration,
+    policy: OutboundPolicy,
+) -> Client {
+    let mut http = HttpConnector::new_with_resolver(Resolver {
+        policy: policy.clone(),
+    });
     http.set_connect_timeout(Some(connect_timeout));
     http.set_nodelay(true);
     // The TLS layer wraps this connector, so it must let https:// through.
@@ -38,7 +57,11 @@ pub fn client_trusting(tls: ClientConfig, connect_timeout: Duration) -> Client {
         .https_or_http()
         .enable_http1()
         .wrap_connector(http);
-    hyper_util::client::legacy::Client::builder(TokioExecutor::new()).build(connector)
+    let guarded = Guarded {
+        inner: connector,
+        policy,
+    };
+    hyper_util::client::legacy::Client::builder(TokioExecutor::new()).build(guarded)
 }
 
 /// A TLS client configuration trusting exactly `roots`.

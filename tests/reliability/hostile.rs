@@ -4,8 +4,9 @@
 //! line that ends them, so authentication never runs), and as many upgraded-then-silent voice
 //! sockets as `[voice] max_sessions` allows. Meanwhile a probe client must be answered as
 //! before, and every offender must be dropped by its documented timeout. Then oversized
-//! headers, bodies and WebSocket frames must get their documented 4xx or close code, with the
-//! daemon alive and its RSS bounded.
+//! headers, bodies and WebSocket frames must get their documented 4xx or close code, trickled
+//! bodies and clients that stop reading must be cut (`slow_peers.rs`), with the daemon alive
+//! and its RSS bounded.
 
 use crate::client::{once, text, Call, Conn};
 use crate::daemon::{Daemon, Setup};
@@ -33,6 +34,8 @@ fn config() -> String {
     format!(
         r#"[server]
 header_timeout_s = {header}
+body_timeout_s = {body}
+write_timeout_s = {write}
 # The offenders and the probe all come from 127.0.0.1: this measures the global cap and the
 # timeouts. The per-address cap has its own test (tests/it/http.rs).
 max_connections_per_client = 0
@@ -47,6 +50,8 @@ idle_timeout = "{idle}s"
 engine = {{ kind = "echo", delay_ms = 0 }}
 "#,
         header = HEADER_TIMEOUT.as_secs(),
+        body = crate::slow_peers::BODY_TIMEOUT.as_secs(),
+        write = crate::slow_peers::WRITE_TIMEOUT.as_secs(),
         idle = VOICE_IDLE.as_secs()
     )
 }
@@ -215,6 +220,7 @@ async fn hostile(section: &mut Section) -> anyhow::Result<()> {
     );
 
     oversized(&mut daemon, &admin, section).await?;
+    crate::slow_peers::run(daemon.addr, section).await?;
     let rss_end = daemon.rss()?;
     section.row(
         "RSS before / during the attack / at the end",

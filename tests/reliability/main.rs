@@ -14,6 +14,7 @@ mod load;
 #[path = "../it/paid/payer.rs"]
 mod payer;
 mod report;
+mod slow_peers;
 #[allow(dead_code)]
 #[path = "../it/paid/stub.rs"]
 mod stub;

@@ -92,12 +92,15 @@ fn whole(status: &str, content_type: &str, body: &str) -> Vec<Vec<u8>> {
 }
 
 fn engine(addr: SocketAddr, api_key: Option<&str>, system_prompt: Option<&str>) -> OpenAi {
-    OpenAi::new(EngineConfig::OpenAi {
-        base_url: format!("http://{addr}/v1/"),
-        model: "configured-model".into(),
-        api_key: api_key.map(str::to_string),
-        system_prompt: system_prompt.map(str::to_string),
-    })
+    OpenAi::new(
+        EngineConfig::OpenAi {
+            base_url: format!("http://{addr}/v1/"),
+            model: "configured-model".into(),
+            api_key: api_key.map(str::to_string),
+            system_prompt: system_prompt.map(str::to_string),
+        },
+        OutboundPolicy::Any,
+    )
 }
 
 /// Runs one turn to its end (within [`BOUND`]) and returns its result and every event sent.
@@ -237,14 +240,14 @@ async fn a_server_that_does_not_stream_still_answers() {
 }
 
 #[tokio::test]
-async fn an_error_status_fails_with_the_servers_body() {
+async fn an_error_status_fails_without_the_servers_body() {
     let body = r#"{"error":{"message":"model not loaded"}}"#;
     let response = whole("500 Internal Server Error", "application/json", body);
     let (addr, _server) = serve_once(response, false).await;
     match run(&engine(addr, None, None), Turn::default()).await.0 {
         Err(Error::Failed { message, detail }) => {
-            assert_eq!(message, "the server answered 500 Internal Server Error");
-            assert_eq!(detail, body);
+            assert_eq!(message, "upstream answered 500 Internal Server Error");
+            assert_eq!(detail, "");
         }
         other => panic!("expected a failure, got {other:?}"),
     }
@@ -255,7 +258,10 @@ async fn an_error_chunk_fails_the_turn() {
     let pieces: [&[u8]; 1] = [b"data: {\"error\":{\"message\":\"out of memory\"}}\n\n"];
     let (addr, _server) = serve_once(event_stream(&pieces), false).await;
     match run(&engine(addr, None, None), Turn::default()).await.0 {
-        Err(Error::Failed { detail, .. }) => assert_eq!(detail, "out of memory"),
+        Err(Error::Failed { message, detail }) => {
+            assert_eq!(message, "the server reported an error");
+            assert_eq!(detail, "");
+        }
         other => panic!("expected a failure, got {other:?}"),
     }
 }
@@ -274,14 +280,45 @@ async fn a_refused_connection_is_unavailable() {
 }
 
 #[tokio::test]
+async fn a_user_engine_does_not_connect_to_a_private_address() {
+    let (addr, server) = serve_once(event_stream(&[STREAM.as_bytes()]), false).await;
+    let public_only = OutboundPolicy::Public(Default::default());
+    for base_url in [
+        format!("http://{addr}/v1"),
+        format!("http://localhost:{}/v1", addr.port()),
+    ] {
+        let engine = OpenAi::new(
+            EngineConfig::OpenAi {
+                base_url: base_url.clone(),
+                model: "m".into(),
+                api_key: None,
+                system_prompt: None,
+            },
+            public_only.clone(),
+        );
+        match run(&engine, Turn::default()).await.0 {
+            Err(Error::Unavailable(message)) => {
+                assert!(message.contains("private address"), "{base_url}: {message}")
+            }
+            other => panic!("{base_url}: expected a refusal, got {other:?}"),
+        }
+        assert!(engine.probe().await.is_err(), "{base_url}");
+    }
+    assert!(!server.is_finished(), "nothing reached the server");
+}
+
+#[tokio::test]
 async fn only_plain_http_base_urls_are_served() {
     let check = |base_url: &str, expected: &str| {
-        let engine = OpenAi::new(EngineConfig::OpenAi {
-            base_url: base_url.into(),
-            model: "m".into(),
-            api_key: None,
-            system_prompt: None,
-        });
+        let engine = OpenAi::new(
+            EngineConfig::OpenAi {
+                base_url: base_url.into(),
+                model: "m".into(),
+                api_key: None,
+                system_prompt: None,
+            },
+            OutboundPolicy::Any,
+        );
         match &engine.settings {
             Ok(settings) => assert_eq!(settings.endpoint.to_string(), expected, "{base_url}"),
             Err(reason) => assert_eq!(reason, expected, "{base_url}"),
@@ -308,12 +345,15 @@ async fn only_plain_http_base_urls_are_served() {
         "invalid base_url 127.0.0.1:8080: invalid format",
     );
 
-    let engine = OpenAi::new(EngineConfig::OpenAi {
-        base_url: "ftp://127.0.0.1/v1".into(),
-        model: "m".into(),
-        api_key: None,
-        system_prompt: None,
-    });
+    let engine = OpenAi::new(
+        EngineConfig::OpenAi {
+            base_url: "ftp://127.0.0.1/v1".into(),
+            model: "m".into(),
+            api_key: None,
+            system_prompt: None,
+        },
+        OutboundPolicy::Any,
+    );
     assert!(matches!(
         run(&engine, Turn::default()).await.0,
         Err(Error::Unavailable(_))
