@@ -190,7 +190,10 @@ async fn flood(section: &mut Section, long: bool) -> anyhow::Result<()> {
         "answers",
         statuses
             .iter()
-            .map(|(status, n)| format!("{status}: {n}"))
+            .map(|(status, n)| match status {
+                0 => format!("closed unanswered: {n}"),
+                _ => format!("{status}: {n}"),
+            })
             .collect::<Vec<_>>()
             .join(", "),
     );
