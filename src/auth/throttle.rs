@@ -7,6 +7,11 @@
 //! the address keeps its other failures, so one valid account does not buy an address more
 //! guesses at the others. An account under attack from one address can still be logged into
 //! from any other. IPv6 addresses count by their /64 (one host's usual allocation).
+//!
+//! The table is bounded in bytes (`TABLE_BYTES`, about 7,000 entries at their largest). Past
+//! the budget, expired entries go first, then those whose latest attempt is oldest: filling it
+//! to evict someone's count takes thousands of addresses in a minute, each allowed only the
+//! limit; the alternative, refusing new entries, would let the same flood lock everyone out.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, Ipv6Addr};
