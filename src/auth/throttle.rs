@@ -8,7 +8,7 @@
 //! guesses at the others. An account under attack from one address can still be logged into
 //! from any other. IPv6 addresses count by their /64 (one host's usual allocation).
 //!
-//! The table is bounded in bytes (`TABLE_BYTES`, about 7,000 entries at their largest). Past
+//! The table is bounded in bytes (`TABLE_BYTES`, about 6,500 entries at their largest). Past
 //! the budget, expired entries go first, then those whose latest attempt is oldest: filling it
 //! to evict someone's count takes thousands of addresses in a minute, each allowed only the
 //! limit; the alternative, refusing new entries, would let the same flood lock everyone out.
