@@ -93,7 +93,14 @@ impl App {
                 voice,
                 agents,
                 links,
-                users: Users::new(store.clone()),
+                users: Users::new(
+                    store.clone(),
+                    crate::users::HashPool::new(
+                        config.password_hash_threads,
+                        config.password_hash_queue,
+                        metrics.clone(),
+                    ),
+                ),
                 chat,
                 pool,
                 executions,

@@ -6,15 +6,17 @@ use crate::records::{Role, User};
 use crate::store::{self, Store};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::net::IpAddr;
 use std::path::Path;
 use std::sync::{Mutex, RwLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+pub mod throttle;
+pub use throttle::{Reservation, Throttle};
 
 /// The file holding the token signing secret.
 pub const SECRET_FILE: &str = "jwt-secret";
-const THROTTLE_WINDOW: Duration = Duration::from_secs(60);
 /// Verified tokens remembered at most; the map starts over when full.
 const VERIFIED_CACHE: usize = 4096;
 
@@ -111,10 +113,10 @@ pub struct Auth {
     decoding: DecodingKey,
     validation: Validation,
     ttl: Duration,
-    attempts_per_minute: usize,
+    /// Login attempts per (account, address) and per address.
+    throttle: Throttle,
     /// Revoked token ids with their expiry (unix seconds), mirrored from the store.
     revoked: RwLock<HashMap<String, i64>>,
-    failures: Mutex<HashMap<String, VecDeque<Instant>>>,
     /// Tokens whose signature checked out, with their claims; expiry, revocation and the
     /// account are still checked on every use.
     verified: Mutex<HashMap<String, Caller>>,
@@ -144,9 +146,8 @@ impl Auth {
             decoding: DecodingKey::from_secret(&secret).map_err(|e| secret_error(data_dir, e))?,
             validation,
             ttl,
-            attempts_per_minute: attempts_per_minute as usize,
+            throttle: Throttle::new(attempts_per_minute as usize, throttle::TABLE_BYTES),
             revoked: RwLock::new(revoked.into_iter().collect()),
-            failures: Mutex::new(HashMap::new()),
             verified: Mutex::new(HashMap::new()),
             accounts: RwLock::new(accounts.iter().map(account).collect()),
         })
@@ -258,67 +259,20 @@ impl Auth {
         Ok(())
     }
 
-    /// Refuses a login attempt while the account or the address has too many recent failures.
-    pub fn check_throttle(&self, username: &str, ip: IpAddr) -> Result<(), Error> {
-        let mut failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
-        let now = Instant::now();
-        let mut wait = Duration::ZERO;
-        for key in [account_key(username), ip_key(ip)] {
-            if let Some(times) = failures.get_mut(&key) {
-                while times
-                    .front()
-                    .is_some_and(|t| now.duration_since(*t) >= THROTTLE_WINDOW)
-                {
-                    times.pop_front();
-                }
-                if times.len() >= self.attempts_per_minute {
-                    let oldest = times.front().copied().unwrap_or(now);
-                    wait = wait.max(THROTTLE_WINDOW.saturating_sub(now.duration_since(oldest)));
-                }
-            }
-        }
-        if wait.is_zero() {
-            Ok(())
-        } else {
-            Err(Error::Throttled {
-                retry_after: wait.as_secs().max(1),
+    /// Counts a login attempt before its password is checked, or refuses it while this
+    /// account at this address, or this address, has used up its minute.
+    pub fn reserve_login(&self, username: &str, ip: IpAddr) -> Result<Reservation, Error> {
+        self.throttle
+            .reserve(username, ip)
+            .map_err(|refused| Error::Throttled {
+                retry_after: refused.retry_after,
             })
-        }
-    }
-
-    /// Counts a failed login against the account and the address.
-    pub fn record_failure(&self, username: &str, ip: IpAddr) {
-        let mut failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
-        let now = Instant::now();
-        for key in [account_key(username), ip_key(ip)] {
-            failures.entry(key).or_default().push_back(now);
-        }
-        if failures.len() > 100_000 {
-            failures.retain(|_, t| {
-                t.back()
-                    .is_some_and(|t| now.duration_since(*t) < THROTTLE_WINDOW)
-            });
-        }
-    }
-
-    /// Clears the account's failures after a good login.
-    pub fn record_success(&self, username: &str) {
-        let mut failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
-        failures.remove(&account_key(username));
     }
 }
 
 /// An account's entry in `Auth::accounts`.
 fn account(user: &User) -> (String, i64) {
     (user.username.clone(), user.created_at.unix_seconds())
-}
-
-fn account_key(username: &str) -> String {
-    format!("user:{username}")
-}
-
-fn ip_key(ip: IpAddr) -> String {
-    format!("ip:{ip}")
 }
 
 fn secret_error(data_dir: &Path, err: impl std::fmt::Display) -> Error {

@@ -127,6 +127,10 @@ pub struct Config {
     pub store_cache_bytes: usize,
     pub token_ttl: Duration,
     pub login_attempts_per_minute: u32,
+    /// Threads of the password hashing pool (each holds 46 MiB while it hashes).
+    pub password_hash_threads: usize,
+    /// Hashes waiting at most; past it a login is answered 429 `login_busy`.
+    pub password_hash_queue: usize,
     /// Whether users (not only admins) may create agents through the API.
     pub users_may_create_agents: bool,
     /// The engine of agents created through the API without one.
@@ -319,6 +323,11 @@ impl Config {
                 "auth.login_attempts_per_minute",
                 raw.auth.login_attempts_per_minute as usize,
             )? as u32,
+            password_hash_threads: nonzero(
+                "auth.password_hash_threads",
+                raw.auth.password_hash_threads,
+            )?,
+            password_hash_queue: nonzero("auth.password_hash_queue", raw.auth.password_hash_queue)?,
             users_may_create_agents: raw.auth.users_may_create_agents,
             default_engine: raw.defaults.engine.unwrap_or_default(),
             workers: nonzero("pool.workers", raw.pool.workers)?,

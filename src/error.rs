@@ -137,7 +137,8 @@ impl From<users::Error> for ApiError {
         match err {
             Exists(_) => ApiError::new(StatusCode::CONFLICT, "user_exists", &err),
             NotFound => ApiError::not_found("user"),
-            InvalidName | WeakPassword => ApiError::invalid(&err),
+            InvalidName | WeakPassword | LongPassword => ApiError::invalid(&err),
+            Busy => ApiError::new(StatusCode::TOO_MANY_REQUESTS, "login_busy", &err).retry_after(1),
             LastAdmin => ApiError::new(StatusCode::CONFLICT, "last_admin", &err),
             File { .. } => ApiError::internal(err),
             Store(cause) => cause.into(),

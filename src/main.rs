@@ -219,7 +219,10 @@ fn read_password(from_stdin: bool) -> anyhow::Result<(String, bool)> {
 
 async fn user(config: Config, command: UserCommand) -> anyhow::Result<()> {
     let store = open_store(&config).await?;
-    let users = outpost::users::Users::new(store);
+    let users = outpost::users::Users::new(
+        store,
+        outpost::users::HashPool::new(1, 1, Default::default()),
+    );
     let mut out = std::io::stdout();
     match command {
         UserCommand::Add {
@@ -285,7 +288,10 @@ async fn token(config: Config, command: TokenCommand) -> anyhow::Result<()> {
         config.login_attempts_per_minute,
     )
     .await?;
-    let users = outpost::users::Users::new(store);
+    let users = outpost::users::Users::new(
+        store,
+        outpost::users::HashPool::new(1, 1, Default::default()),
+    );
     let account = users
         .get(&user)
         .await

@@ -68,6 +68,9 @@ pub struct Metrics {
     connections_refused: AtomicU64,
     body_timeouts: AtomicU64,
     write_timeouts: AtomicU64,
+    password_hashes: AtomicU64,
+    /// Logins answered without a token, by why.
+    logins_refused: Mutex<BTreeMap<&'static str, u64>>,
 }
 
 impl Metrics {
@@ -131,6 +134,23 @@ impl Metrics {
     /// Counts one connection dropped because its client stopped reading.
     pub fn write_timeout(&self) {
         self.write_timeouts.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts one argon2id hash (login, new user or new password).
+    pub fn count_password_hash(&self) {
+        self.password_hashes.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Hashes counted so far.
+    pub fn password_hashes(&self) -> u64 {
+        self.password_hashes.load(Ordering::Relaxed)
+    }
+
+    /// Counts a login refused: `too_long`, `throttled`, `busy` or `bad_credentials`.
+    pub fn refuse_login(&self, reason: &'static str) {
+        if let Ok(mut refused) = self.logins_refused.lock() {
+            *refused.entry(reason).or_default() += 1;
+        }
     }
 
     /// The Prometheus text exposition of every counter.
@@ -238,6 +258,26 @@ impl Metrics {
             "outpost_write_timeouts_total {}",
             self.write_timeouts.load(Ordering::Relaxed)
         );
+        out.push_str(
+            "# HELP outpost_password_hashes_total Password hashes computed (logins, new users, \
+             new passwords).\n",
+        );
+        out.push_str("# TYPE outpost_password_hashes_total counter\n");
+        let _ = writeln!(
+            out,
+            "outpost_password_hashes_total {}",
+            self.password_hashes.load(Ordering::Relaxed)
+        );
+        out.push_str("# HELP outpost_logins_refused_total Logins refused, by reason.\n");
+        out.push_str("# TYPE outpost_logins_refused_total counter\n");
+        if let Ok(refused) = self.logins_refused.lock() {
+            for (reason, n) in refused.iter() {
+                let _ = writeln!(
+                    out,
+                    "outpost_logins_refused_total{{reason=\"{reason}\"}} {n}"
+                );
+            }
+        }
         out
     }
 }

@@ -157,6 +157,14 @@ pub fn needs_restart(running: &Config, next: &Config) -> Vec<&'static str> {
         running.login_attempts_per_minute != next.login_attempts_per_minute,
     );
     differs(
+        "auth.password_hash_threads",
+        running.password_hash_threads != next.password_hash_threads,
+    );
+    differs(
+        "auth.password_hash_queue",
+        running.password_hash_queue != next.password_hash_queue,
+    );
+    differs(
         "auth.users_may_create_agents",
         running.users_may_create_agents != next.users_may_create_agents,
     );

@@ -11,9 +11,16 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
+mod hashing;
+pub use hashing::{Busy, HashPool};
+
 /// The file the first start writes the admin password to.
 pub const ADMIN_PASSWORD_FILE: &str = "admin-password";
 const MIN_PASSWORD_CHARS: usize = 8;
+/// The longest username, in bytes.
+pub const MAX_USERNAME_BYTES: usize = 64;
+/// The longest password, in bytes: argon2 reads all of it.
+pub const MAX_PASSWORD_BYTES: usize = 1024;
 
 /// What can go wrong with users.
 #[derive(Debug, thiserror::Error)]
@@ -28,6 +35,10 @@ pub enum Error {
     InvalidName,
     #[error("passwords need at least {MIN_PASSWORD_CHARS} characters")]
     WeakPassword,
+    #[error("passwords are at most {MAX_PASSWORD_BYTES} bytes")]
+    LongPassword,
+    #[error("too many passwords are being checked at once; try again in a moment")]
+    Busy,
     #[error("the last admin cannot be removed")]
     LastAdmin,
     #[error("writing {path}: {source}")]
@@ -43,7 +54,7 @@ pub enum Error {
 pub fn valid_username(name: &str) -> bool {
     let bytes = name.as_bytes();
     !bytes.is_empty()
-        && bytes.len() <= 64
+        && bytes.len() <= MAX_USERNAME_BYTES
         && bytes[0].is_ascii_alphanumeric()
         && bytes
             .iter()
@@ -82,15 +93,34 @@ fn decoy_hash() -> &'static str {
     DECOY.get_or_init(|| hash_password(&crate::ids::random_token(16)))
 }
 
+/// Refuses a password too short or too long to be set.
+fn check_password(password: &str) -> Result<(), Error> {
+    if password.chars().count() < MIN_PASSWORD_CHARS {
+        return Err(Error::WeakPassword);
+    }
+    if password.len() > MAX_PASSWORD_BYTES {
+        return Err(Error::LongPassword);
+    }
+    Ok(())
+}
+
+impl From<Busy> for Error {
+    fn from(_: Busy) -> Error {
+        Error::Busy
+    }
+}
+
 /// Cheap-clone handle to the users service.
 #[derive(Clone)]
 pub struct Users {
     store: Store,
+    /// Every argon2id hash runs here: logins, new users, new passwords.
+    hashing: HashPool,
 }
 
 impl Users {
-    pub fn new(store: Store) -> Users {
-        Users { store }
+    pub fn new(store: Store, hashing: HashPool) -> Users {
+        Users { store, hashing }
     }
 
     /// Creates a user.
@@ -98,13 +128,9 @@ impl Users {
         if !valid_username(username) {
             return Err(Error::InvalidName);
         }
-        if password.chars().count() < MIN_PASSWORD_CHARS {
-            return Err(Error::WeakPassword);
-        }
+        check_password(password)?;
         let password = password.to_string();
-        let password_hash = tokio::task::spawn_blocking(move || hash_password(&password))
-            .await
-            .expect("hashing does not panic");
+        let password_hash = self.hashing.run(move || hash_password(&password)).await?;
         let user = User {
             username: username.to_string(),
             role,
@@ -128,17 +154,25 @@ impl Users {
         Ok(user)
     }
 
-    /// The user whose name and password these are, or None (constant work either way).
+    /// The user whose name and password these are, or None (constant work either way: an
+    /// unknown or malformed name is checked against a decoy hash). `Busy` when the hashing
+    /// pool's queue is full.
     pub async fn verify(&self, username: &str, password: &str) -> Result<Option<User>, Error> {
         let name = username.to_string();
-        let user = self.store.read(move |r| r.user(&name)).await?;
+        let user = if valid_username(username) {
+            self.store.read(move |r| r.user(&name)).await?
+        } else {
+            None
+        };
         let password = password.to_string();
-        let phc = user
-            .as_ref()
-            .map_or_else(|| decoy_hash().to_string(), |u| u.password_hash.clone());
-        let matches = tokio::task::spawn_blocking(move || password_matches(&password, &phc))
-            .await
-            .expect("verifying does not panic");
+        let phc = user.as_ref().map(|u| u.password_hash.clone());
+        let matches = self
+            .hashing
+            .run(move || match &phc {
+                Some(phc) => password_matches(&password, phc),
+                None => password_matches(&password, decoy_hash()),
+            })
+            .await?;
         Ok(user.filter(|_| matches))
     }
 
@@ -156,13 +190,9 @@ impl Users {
 
     /// Sets a new password.
     pub async fn set_password(&self, username: &str, password: &str) -> Result<(), Error> {
-        if password.chars().count() < MIN_PASSWORD_CHARS {
-            return Err(Error::WeakPassword);
-        }
+        check_password(password)?;
         let password = password.to_string();
-        let hash = tokio::task::spawn_blocking(move || hash_password(&password))
-            .await
-            .expect("hashing does not panic");
+        let hash = self.hashing.run(move || hash_password(&password)).await?;
         let name = username.to_string();
         let found = self
             .store

@@ -5,6 +5,7 @@ use crate::app::App;
 use crate::config::parse_duration;
 use crate::error::{ApiError, ApiResult};
 use crate::http::body;
+use crate::users::{MAX_PASSWORD_BYTES, MAX_USERNAME_BYTES};
 use hyper::body::Incoming;
 use hyper::header::CONTENT_TYPE;
 use hyper::{Request, StatusCode};
@@ -26,15 +27,62 @@ struct Login {
     scope: Option<String>,
 }
 
+/// A login body is at most this long: a 64-byte username and a 1 KiB password, JSON-escaped
+/// at worst, fit; anything longer is refused (413) before it is read.
+const LOGIN_BODY_BYTES: usize = 8 * 1024;
+
 /// `POST /api/token` (and `/token`).
+///
+/// Cheap refusals first: an oversized body or field (413 / 422) before anything is kept, then
+/// the throttle's reservation (429 `too_many_attempts`) before any hash, then the hashing
+/// pool (429 `login_busy` when its queue is full).
 pub async fn create_token(app: &App, request: Request<Incoming>, peer: SocketAddr) -> ApiResult {
+    let metrics = app.metrics();
+    let login = match read_login(request).await {
+        Ok(login) => login,
+        Err(err) => {
+            if err.code == "body_too_large" || err.code == "invalid_field" {
+                metrics.refuse_login("too_long");
+            }
+            return Err(err);
+        }
+    };
+    let auth = app.auth();
+    let reservation = match auth.reserve_login(&login.username, peer.ip()) {
+        Ok(reservation) => reservation,
+        Err(err) => {
+            metrics.refuse_login("throttled");
+            return Err(err.into());
+        }
+    };
+    let user = match app.users().verify(&login.username, &login.password).await {
+        Ok(user) => user,
+        Err(crate::users::Error::Busy) => {
+            reservation.not_evaluated();
+            metrics.refuse_login("busy");
+            return Err(crate::users::Error::Busy.into());
+        }
+        // Counted as a failure: the reservation is dropped as it is.
+        Err(err) => return Err(err.into()),
+    };
+    let Some(user) = user else {
+        metrics.refuse_login("bad_credentials");
+        return Err(crate::auth::Error::BadCredentials.into());
+    };
+    reservation.succeeded();
+    let issued = auth.issue(&user, auth.ttl(), None);
+    Ok(body::json(StatusCode::OK, &issued))
+}
+
+/// The login form or JSON body, its fields within their limits.
+async fn read_login(request: Request<Incoming>) -> Result<Login, ApiError> {
     let is_form = request
         .headers()
         .get(CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
     let login: Login = if is_form {
-        let bytes = body::read(request, app.config().max_body_bytes).await?;
+        let bytes = body::read(request, LOGIN_BODY_BYTES).await?;
         let form = Query::parse(Some(&String::from_utf8_lossy(&bytes)));
         let field = |name: &str| {
             form.get(name)
@@ -48,18 +96,15 @@ pub async fn create_token(app: &App, request: Request<Incoming>, peer: SocketAdd
             scope: None,
         }
     } else {
-        body::read_json(request, app.config().max_body_bytes).await?
+        body::read_json(request, LOGIN_BODY_BYTES).await?
     };
-    let auth = app.auth();
-    auth.check_throttle(&login.username, peer.ip())?;
-    let user = app.users().verify(&login.username, &login.password).await?;
-    let Some(user) = user else {
-        auth.record_failure(&login.username, peer.ip());
-        return Err(crate::auth::Error::BadCredentials.into());
-    };
-    auth.record_success(&user.username);
-    let issued = auth.issue(&user, auth.ttl(), None);
-    Ok(body::json(StatusCode::OK, &issued))
+    if login.username.len() > MAX_USERNAME_BYTES || login.password.len() > MAX_PASSWORD_BYTES {
+        return Err(ApiError::invalid(format!(
+            "usernames are at most {MAX_USERNAME_BYTES} bytes and passwords at most \
+             {MAX_PASSWORD_BYTES} bytes"
+        )));
+    }
+    Ok(login)
 }
 
 /// `POST /api/auth/logout`: revokes the presented token.

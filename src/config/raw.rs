@@ -146,6 +146,8 @@ impl Default for RawStore {
 pub struct RawAuth {
     pub token_ttl: String,
     pub login_attempts_per_minute: u32,
+    pub password_hash_threads: usize,
+    pub password_hash_queue: usize,
     pub users_may_create_agents: bool,
 }
 
@@ -154,6 +156,8 @@ impl Default for RawAuth {
         RawAuth {
             token_ttl: "12h".into(),
             login_attempts_per_minute: 10,
+            password_hash_threads: 1,
+            password_hash_queue: 16,
             users_may_create_agents: false,
         }
     }

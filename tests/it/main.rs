@@ -10,6 +10,7 @@ mod fuzz_corpus;
 mod http;
 mod identity;
 mod links;
+mod login;
 mod mdns;
 mod outbound;
 mod packaging;

@@ -101,6 +101,24 @@ impl Conn {
         let stream = TcpStream::connect(addr)
             .await
             .with_context(|| format!("connecting to {addr}"))?;
+        Conn::over(stream, addr).await
+    }
+
+    /// Connects from the local address `from` (a loopback address other than 127.0.0.1
+    /// looks like another client).
+    pub async fn connect_from(addr: SocketAddr, from: std::net::IpAddr) -> anyhow::Result<Conn> {
+        let socket = tokio::net::TcpSocket::new_v4()?;
+        socket
+            .bind(SocketAddr::new(from, 0))
+            .with_context(|| format!("binding {from}"))?;
+        let stream = socket
+            .connect(addr)
+            .await
+            .with_context(|| format!("connecting to {addr} from {from}"))?;
+        Conn::over(stream, addr).await
+    }
+
+    async fn over(stream: TcpStream, addr: SocketAddr) -> anyhow::Result<Conn> {
         stream.set_nodelay(true)?;
         let (sender, connection) =
             hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;

@@ -1,15 +1,17 @@
 //! Reliability of the daemon as a child process, built from this crate: a crash loop
-//! (`kill -9` amid mixed load, restart, check every acknowledged write), sustained load, and
-//! slow and hostile clients. `cargo test` runs the short form (a few minutes in a debug
-//! build); `OUTPOST_RELIABILITY=long cargo test --release --test reliability` the long one.
-//! Name parts to run only those (`-- crash_loop sustained_load hostile_clients`). Each part
-//! prints its table; together they are written to `target/reliability/report.md`.
+//! (`kill -9` amid mixed load, restart, check every acknowledged write), sustained load, slow
+//! and hostile clients, and a login flood. `cargo test` runs the short form (a few minutes in
+//! a debug build); `OUTPOST_RELIABILITY=long cargo test --release --test reliability` the long
+//! one. Name parts to run only those (`-- crash_loop sustained_load hostile_clients
+//! login_flood`). Each part prints its table; together they are written to
+//! `target/reliability/report.md`.
 
 mod client;
 mod crash;
 mod daemon;
 mod hostile;
 mod load;
+mod login;
 #[allow(dead_code)]
 #[path = "../it/paid/payer.rs"]
 mod payer;
@@ -22,7 +24,12 @@ mod stub;
 use report::Section;
 use std::process::ExitCode;
 
-pub const PARTS: [&str; 3] = ["crash_loop", "sustained_load", "hostile_clients"];
+pub const PARTS: [&str; 4] = [
+    "crash_loop",
+    "sustained_load",
+    "hostile_clients",
+    "login_flood",
+];
 
 fn main() -> ExitCode {
     let mut filters = Vec::new();
@@ -58,6 +65,7 @@ fn main() -> ExitCode {
             match part {
                 "crash_loop" => crash::run(long).await,
                 "sustained_load" => load::run(long).await,
+                "login_flood" => login::run(long).await,
                 _ => hostile::run(long).await,
             }
         });
