@@ -205,7 +205,7 @@ impl Agent {
             source: self.source.to_string(),
             stopped: self.is_stopped(),
             created_at: self.created_at,
-            engine_trusted: matches!(self.outbound, OutboundPolicy::Any),
+            engine_trusted: Some(matches!(self.outbound, OutboundPolicy::Any)),
         }
     }
 }
@@ -333,7 +333,7 @@ fn stored_agent(record: &AgentRecord, freed: &Arc<Notify>, allow: &AllowList) ->
         record.created_at,
         record.stopped,
         freed,
-        OutboundPolicy::for_caller(record.engine_trusted, allow),
+        OutboundPolicy::for_caller(record.engine_trusted == Some(true), allow),
     )
 }
 
@@ -358,4 +358,30 @@ fn build(
         file_shares: Vec::new(),
         freed: freed.clone(),
     }
+}
+
+/// Decides, once, whether the engines of API agents stored before the outbound rule were
+/// set by an admin: they were when their owner is an admin now (only admins could point an
+/// agent anywhere before, and an admin's own agents keep reaching the box's network after
+/// an upgrade). The decision is stored, so it is not made again.
+pub async fn settle_engine_trust(
+    store: &Store,
+    records: Vec<AgentRecord>,
+) -> Result<Vec<AgentRecord>, store::Error> {
+    if records.iter().all(|r| r.engine_trusted.is_some()) {
+        return Ok(records);
+    }
+    store
+        .write(move |tx| {
+            let mut records = records;
+            for record in records.iter_mut().filter(|r| r.engine_trusted.is_none()) {
+                let owner_is_admin = tx
+                    .user(&record.owner)?
+                    .is_some_and(|u| u.role == crate::records::Role::Admin);
+                record.engine_trusted = Some(owner_is_admin);
+                tx.put_agent(record)?;
+            }
+            Ok(records)
+        })
+        .await
 }

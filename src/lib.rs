@@ -147,6 +147,7 @@ pub async fn start_with(
 
     let advertisement = mdns::advertise(&config, &addrs, certificate.as_deref());
     let agent_records = store.read(|r| r.agents()).await?;
+    let agent_records = agents::settle_engine_trust(&store, agent_records).await?;
     let app = App::new(config, store, auth, metrics, agent_records);
     let interrupted = app.executions().recover_interrupted().await?;
     if interrupted > 0 {

@@ -260,9 +260,10 @@ pub struct AgentRecord {
     pub stopped: bool,
     pub created_at: Timestamp,
     /// True when an admin (or the file) set the engine, so its URLs may reach private
-    /// addresses; an engine a user set reaches public ones and `[outbound] allow`.
-    #[serde(default)]
-    pub engine_trusted: bool,
+    /// addresses; an engine a user set reaches public ones and `[outbound] allow`. None in a
+    /// record stored before the rule: start-up decides it by whether its owner is an admin.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub engine_trusted: Option<bool>,
 }
 
 /// What deleting an agent removed, by kind of record.

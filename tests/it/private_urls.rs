@@ -187,3 +187,53 @@ async fn a_stored_users_engine_is_checked_again_at_every_connection() {
     assert!(error.contains("private address"), "{execution}");
     assert!(seen.try_recv().is_err(), "nothing reached the model server");
 }
+
+/// Takes `engine_trusted` out of every stored agent, as a store written before the rule.
+async fn forget_engine_trust(dir: &std::path::Path) {
+    let store = outpost::store::Store::open(dir).unwrap();
+    let records = store.read(|r| r.agents()).await.unwrap();
+    store
+        .write(move |tx| {
+            for mut record in records {
+                record.engine_trusted = None;
+                tx.put_agent(&record)?;
+            }
+            Ok(())
+        })
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn after_an_upgrade_an_admins_stored_agent_still_reaches_the_local_server() {
+    // Agents stored before the outbound rule carry no trust: an admin owner's engine is
+    // trusted (only admins could set one then), a user's is not.
+    let (base_url, _seen) = fake_openai().await;
+    let dir = std::sync::Arc::new(tempfile::tempdir().unwrap());
+    let server = TestServer::in_dir(dir.clone(), |c| {
+        c.users_may_create_agents = true;
+        c.outbound_allow = AllowList::parse(&["127.0.0.1".to_string()]).unwrap();
+    })
+    .await;
+    let admin = server.admin().await;
+    let user = server.user("dave").await;
+    assert_eq!(create(&server, &admin, "ours", &base_url).await.status, 201);
+    assert_eq!(create(&server, &user, "his", &base_url).await.status, 201);
+    let dir = server.stop().await;
+    forget_engine_trust(dir.path()).await;
+    for _ in 0..2 {
+        // The second start reads the decision the first one stored.
+        let server = TestServer::in_dir(dir.clone(), |c| c.users_may_create_agents = true).await;
+        let admin = server.admin().await;
+        let reply = server
+            .chat_json("ours", &admin, json!({"message": "still here"}))
+            .await;
+        assert_eq!(reply.status, 200, "{:?}", reply.body);
+        let user = server.login("dave", "dave-password").await;
+        let reply = server
+            .chat_json("his", &user, json!({"message": "hello"}))
+            .await;
+        reply.assert_error(503, "engine_unavailable");
+        server.stop().await;
+    }
+}
