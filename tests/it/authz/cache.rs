@@ -3,7 +3,6 @@
 //! answer is compared with the one the same caller got from a cold cache.
 
 use super::callers::{Who, World, AGENT};
-use crate::support::*;
 use hyper::Method;
 use serde_json::json;
 
