@@ -40,7 +40,7 @@ pub struct RawPaid {
     pub facilitator_url: String,
     #[serde(default)]
     pub facilitator_auth_header: Option<String>,
-    #[serde(default)]
+    #[serde(default = "default_verify_with_facilitator")]
     pub verify_with_facilitator: bool,
     #[serde(default = "default_settle_timeout")]
     pub settle_timeout_s: u64,
@@ -50,6 +50,11 @@ pub struct RawPaid {
 
 fn default_max_timeout() -> u64 {
     300
+}
+/// Only the facilitator knows whether the payer holds the funds: asking it before the turn
+/// is what keeps an unfunded payer from getting model work for a signature alone.
+fn default_verify_with_facilitator() -> bool {
+    true
 }
 fn default_settle_timeout() -> u64 {
     30
@@ -157,6 +162,7 @@ pub struct PaidConfig {
     pub facilitator_url: String,
     /// Sent as `Authorization` to the facilitator.
     pub facilitator_auth_header: Option<Secret>,
+    /// Ask the facilitator's `/verify` (funds, nonce on chain) before the turn runs.
     pub verify_with_facilitator: bool,
     pub settle_timeout: Duration,
     pub verify_timeout: Duration,
@@ -299,5 +305,9 @@ mod tests {
         assert_eq!(paid.network.name, "USDC");
         assert_eq!(paid.max_timeout_seconds, 300);
         assert_eq!(paid.description, "One chat turn with helper");
+        assert!(
+            paid.verify_with_facilitator,
+            "the facilitator checks funds by default"
+        );
     }
 }

@@ -330,7 +330,7 @@ async fn a_failed_turn_is_never_settled() {
 
 #[tokio::test]
 async fn a_payment_the_facilitator_refuses_at_verify_is_not_used_up() {
-    let stub = Stub::start(Mode::Reject).await;
+    let stub = Stub::start(Mode::Unfunded).await;
     let mut agent = paid_agent("helper", &stub);
     agent.paid.as_mut().unwrap().verify_with_facilitator = true;
     let server = TestServer::with(|c| c.agents = vec![agent]).await;
