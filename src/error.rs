@@ -215,6 +215,7 @@ impl From<paid::Error> for ApiError {
         match err {
             NotFound => ApiError::not_found("agent"),
             SessionNotFound => ApiError::not_found("session"),
+            ReceiptNotFound => ApiError::not_found("receipt"),
             Invalid(_) => ApiError::invalid(&err),
             Refused(refusal) => {
                 // The body is also the x402 v1 answer: `error`, `x402Version`, `accepts`.

@@ -10,19 +10,23 @@ pub mod evm;
 pub mod facilitator;
 pub mod header;
 pub mod offer;
+mod receipt;
 mod settle;
 mod turn;
 pub mod verify;
 
 pub use offer::Offer;
-pub use turn::{Paid, PaidTurn};
+pub use receipt::ReceiptRequest;
+pub use turn::{Delivery, Paid, PaidTurn, Pending};
 
 use crate::agents::{self, Agent, Agents};
 use crate::chat::{self, Chat};
 use crate::store::{self, Store};
 use facilitator::Facilitator;
 use serde_json::Value;
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 use tokio::task::JoinSet;
 
 /// Why a payment was refused: the x402 error code of the 402.
@@ -88,6 +92,9 @@ pub enum Error {
     NotFound,
     #[error("session not found")]
     SessionNotFound,
+    /// No such receipt, or the payment header does not prove its payment.
+    #[error("receipt not found")]
+    ReceiptNotFound,
     #[error("{0}")]
     Invalid(String),
     #[error("{}", .0.detail)]
@@ -130,6 +137,10 @@ struct Inner {
     /// Turns waiting for their end and settlement: they outlive the request that started
     /// them, so a client that leaves cannot stop a settlement halfway.
     settlements: Mutex<JoinSet<()>>,
+    /// Owed settlements sent again (at start or on redemption), by execution id: `None`
+    /// while in flight, else when the last attempt ended. One payment is never sent twice
+    /// at once.
+    attempts: Mutex<HashMap<String, Option<Instant>>>,
 }
 
 impl Paywall {
@@ -142,6 +153,7 @@ impl Paywall {
                 facilitator: Facilitator::default(),
                 clock,
                 settlements: Mutex::new(JoinSet::new()),
+                attempts: Mutex::new(HashMap::new()),
             }),
         }
     }

@@ -40,9 +40,31 @@ pub struct Paid {
     pub version: u8,
 }
 
+/// How a paid turn that ran reaches its payer.
+#[derive(Debug)]
+pub enum Delivery {
+    /// Settled: the reply and its receipt.
+    Settled(Box<Paid>),
+    /// The facilitator gave no definite answer, so the transfer may still happen: the payer
+    /// must not pay again, and collects the reply (or the news that it was never settled)
+    /// at `GET /api/paid/{agent}/receipts/{receipt_id}` with the same payment header.
+    Pending(Pending),
+}
+
+/// A turn whose settlement is not decided yet.
+#[derive(Debug)]
+pub struct Pending {
+    pub agent: String,
+    /// The receipt id: the execution's id.
+    pub receipt_id: String,
+    pub session_id: Option<String>,
+    /// Why it is not decided, for people.
+    pub detail: String,
+}
+
 impl Paywall {
     /// Runs one paid turn: the reply comes back only once its payment is settled.
-    pub async fn chat(&self, request: PaidTurn) -> Result<Paid, Error> {
+    pub async fn chat(&self, request: PaidTurn) -> Result<Delivery, Error> {
         let agent = self.paid_agent(&request.agent)?;
         let offer = self.offer(&request.agent, &request.resource)?;
         if request.message.trim().is_empty() {
@@ -221,9 +243,19 @@ fn payment_record(offer: &Offer, verified: &Verified) -> Value {
         "network": config.network.id,
         "pay_to": config.pay_to.checksummed(),
         "nonce": format!("0x{}", hex(&verified.nonce)),
+        "proof": proof_of(&verified.payload).map(|p| format!("0x{}", hex(&p))),
         "valid_before": verified.valid_before,
         "state": "claimed",
         "transaction": null,
         "error": null,
     })
+}
+
+/// What redeeming a receipt must show: keccak256 of the payment's signature bytes. Only the
+/// payer (and the facilitator it was sent to) holds the signature before it settles, and the
+/// receipt id it goes with is never on chain.
+pub(super) fn proof_of(payment: &Value) -> Option<[u8; 32]> {
+    let signature = payment["payload"]["signature"].as_str()?;
+    let bytes = super::evm::hex_bytes(signature)?;
+    Some(super::eip712::keccak(&[&bytes]))
 }

@@ -1,12 +1,13 @@
 //! Paid chat over x402 against a facilitator stub on 127.0.0.1: the offer and the challenge,
 //! a paid turn settled once, replays refused, paid visitor sessions, and the v1 protocol.
 //! Refusals and faults are in `paid/faults.rs`, the facilitator's `/verify` in `paid/funds.rs`,
-//! restarts in `paid/crash.rs`.
+//! receipts of undecided settlements in `paid/receipts.rs`, restarts in `paid/crash.rs`.
 
 mod crash;
 mod faults;
 mod funds;
 pub mod payer;
+mod receipts;
 pub mod stub;
 
 use crate::support::*;
