@@ -167,14 +167,22 @@ impl Chat {
 
         let history = if request.agent.engine.wants_history() {
             let id = session.id.clone();
-            let mut earlier = self
+            let earlier = self
                 .store
-                .read(move |r| r.messages(&id, None, HISTORY_MESSAGES + 1))
+                .read(move |r| {
+                    let mut earlier = r.messages(&id, None, HISTORY_MESSAGES + 1)?;
+                    earlier.pop(); // the message of this turn
+                    let mut kept = Vec::with_capacity(earlier.len());
+                    for message in earlier {
+                        if !message.content.is_empty() && crate::paid::released(r, &message)? {
+                            kept.push(message);
+                        }
+                    }
+                    Ok(kept)
+                })
                 .await?;
-            earlier.pop(); // the message of this turn
             earlier
                 .into_iter()
-                .filter(|m| !m.content.is_empty())
                 .map(|m| HistoryMessage {
                     role: m.role,
                     content: m.content,

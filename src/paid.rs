@@ -21,6 +21,7 @@ pub use turn::{Delivery, Paid, PaidTurn, Pending};
 
 use crate::agents::{self, Agent, Agents};
 use crate::chat::{self, Chat};
+use crate::records::Message;
 use crate::store::{self, Store};
 use facilitator::Facilitator;
 use serde_json::Value;
@@ -201,6 +202,19 @@ impl Paywall {
                 .await;
         set.abort_all();
     }
+}
+
+/// Whether `message` may reach a model as history: the reply of a paid turn only once its
+/// payment is settled, so a withheld reply cannot be had by asking the next turn to repeat it.
+pub fn released(reader: &store::Reader, message: &Message) -> Result<bool, store::Error> {
+    if message.role != "assistant" || message.source != turn::SOURCE {
+        return Ok(true);
+    }
+    let Some(execution_id) = &message.execution_id else {
+        return Ok(true);
+    };
+    let payment = reader.execution(execution_id)?.and_then(|e| e.payment);
+    Ok(payment.is_some_and(|p| p["state"] == "settled"))
 }
 
 /// A 402 with a fresh challenge.

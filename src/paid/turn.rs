@@ -16,6 +16,8 @@ use tokio::sync::oneshot;
 const MAX_MESSAGE_CHARS: usize = 100_000;
 /// How long a nonce claim outlives its authorization's `validBefore`.
 const NONCE_MARGIN_SECONDS: u64 = 3600;
+/// The `source` of a paid turn's messages.
+pub(super) const SOURCE: &str = "paid";
 /// The start of every paid visitor's username; real usernames never contain ':'.
 pub(super) const VISITOR_PREFIX: &str = "paid:";
 
@@ -164,7 +166,7 @@ impl Paywall {
             model: None,
             idempotency_key: None,
             kind: ExecutionKind::Paid,
-            source: "paid",
+            source: SOURCE,
         };
         let payment = payment_record(&offer, &verified);
         let started = self

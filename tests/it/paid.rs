@@ -1,11 +1,13 @@
 //! Paid chat over x402 against a facilitator stub on 127.0.0.1: the offer and the challenge,
 //! a paid turn settled once, replays refused, paid visitor sessions, and the v1 protocol.
 //! Refusals and faults are in `paid/faults.rs`, the facilitator's `/verify` in `paid/funds.rs`,
-//! receipts of undecided settlements in `paid/receipts.rs`, restarts in `paid/crash.rs`.
+//! receipts of undecided settlements in `paid/receipts.rs`, withheld replies and the model's
+//! history in `paid/history.rs`, restarts in `paid/crash.rs`.
 
 mod crash;
 mod faults;
 mod funds;
+mod history;
 pub mod payer;
 mod receipts;
 pub mod stub;
