@@ -244,6 +244,10 @@ impl From<paid::Error> for ApiError {
                 };
                 answer.with("execution_id", id)
             }
+            UnpaidCap { retry_after } => {
+                ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", &err)
+                    .retry_after(retry_after)
+            }
             Interrupted => {
                 ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "interrupted", &err).retry_after(5)
             }

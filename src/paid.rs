@@ -5,6 +5,7 @@
 //! run the turn (an execution of kind `paid`) → settle → only then hand over the reply.
 //! A failed turn is never settled; a failed settlement withholds the reply.
 
+mod budget;
 pub mod eip712;
 pub mod evm;
 pub mod facilitator;
@@ -105,6 +106,8 @@ pub enum Error {
         execution_id: String,
         timed_out: bool,
     },
+    #[error("this agent runs as many turns as it may before they are paid for; try again later")]
+    UnpaidCap { retry_after: u64 },
     #[error("the daemon is stopping; you were not charged unless a receipt says so")]
     Interrupted,
     #[error(transparent)]
@@ -138,6 +141,8 @@ struct Inner {
     /// Turns waiting for their end and settlement: they outlive the request that started
     /// them, so a client that leaves cannot stop a settlement halfway.
     settlements: Mutex<JoinSet<()>>,
+    /// Places of turns run without the facilitator's `/verify`, per agent.
+    unverified: budget::Budget,
     /// Owed settlements sent again (at start or on redemption), by execution id: `None`
     /// while in flight, else when the last attempt ended. One payment is never sent twice
     /// at once.
@@ -155,6 +160,7 @@ impl Paywall {
                 clock,
                 settlements: Mutex::new(JoinSet::new()),
                 attempts: Mutex::new(HashMap::new()),
+                unverified: budget::Budget::default(),
             }),
         }
     }

@@ -10,6 +10,7 @@ use crate::chat::{self, AdmitHook, Started, TurnRequest};
 use crate::records::{Execution, ExecutionKind, Session, SessionStatus};
 use crate::store::{NonceClaim, PendingSettlement};
 use serde_json::{json, Value};
+use std::time::Instant;
 use tokio::sync::oneshot;
 
 /// Largest message accepted, in characters.
@@ -146,6 +147,27 @@ impl Paywall {
                 return Err(refusal(&offer, reason, detail, version));
             }
         }
+        // Without the facilitator's word on funds, the turn may go unpaid: only so many a
+        // minute may, for the agent as a whole (fresh keys cost nothing).
+        let place = if offer.config.verify_with_facilitator {
+            None
+        } else {
+            let limit = offer.config.unverified_turns_per_minute;
+            match self
+                .inner
+                .unverified
+                .take(agent.name(), limit, Instant::now())
+            {
+                Ok(place) => Some(place),
+                Err(wait) => {
+                    self.release(key).await;
+                    tracing::warn!(agent = %agent.name(), %payer, "unverified paid turn refused: unpaid-work cap reached");
+                    return Err(Error::UnpaidCap {
+                        retry_after: wait.as_secs().max(1),
+                    });
+                }
+            }
+        };
         let username = match session {
             Some(session) => session.username,
             None => format!("{visitor}{}", crate::ids::new_id()),
@@ -180,6 +202,9 @@ impl Paywall {
             Err(err) => {
                 // Refused before any work: the authorization may be used again.
                 self.release(key).await;
+                if let Some(place) = place {
+                    self.inner.unverified.give_back(place);
+                }
                 return Err(err.into());
             }
         };
@@ -187,7 +212,11 @@ impl Paywall {
         let this = self.clone();
         let payer = verified.payer;
         self.spawn(async move {
-            let _ = done.send(this.finish(live, offer, version, payer, body).await);
+            let outcome = this.finish(live, offer, version, payer, body).await;
+            if let (Ok(Delivery::Settled(_)), Some(place)) = (&outcome, place) {
+                this.inner.unverified.give_back(place);
+            }
+            let _ = done.send(outcome);
         });
         outcome.await.unwrap_or(Err(Error::Interrupted))
     }
