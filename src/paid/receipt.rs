@@ -1,12 +1,13 @@
 //! Receipts: a paid turn whose settlement had no definite answer is collected later at
 //! `GET /api/paid/{agent}/receipts/{id}`, authorised by the same payment header (its signature
-//! and nonce must match the ones the turn was paid with; the id alone is never enough).
+//! and nonce must match the ones the turn was paid with; the id alone is never enough). The id
+//! is the turn's execution id, or the payment's nonce for a payer who never got an answer.
 //! A receipt still owed is settled again on redemption, at most once per interval.
 
 use super::evm::{parse_bytes32, Address};
 use super::settle::pending;
-use super::turn::{proof_of, Delivery, Paid};
-use super::{header, Error, Paywall};
+use super::turn::{payment_key, proof_of, Delivery, Paid};
+use super::{header, Error, Offer, Paywall};
 use crate::records::{Execution, ExecutionKind, ExecutionStatus};
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
@@ -29,7 +30,7 @@ impl Paywall {
     /// The outcome of the paid turn `receipt_id` for the payer who proves the payment.
     pub async fn receipt(&self, request: ReceiptRequest) -> Result<Delivery, Error> {
         let offer = self.offer(&request.agent, &request.resource)?;
-        let (version, payer, execution) = self.redeemable(&request).await?;
+        let (version, payer, execution) = self.redeemable(&offer, &request).await?;
         if execution.status.is_final() && execution.status != ExecutionStatus::Success {
             return Err(Error::TurnFailed {
                 timed_out: execution.error.as_deref() == Some("timeout"),
@@ -74,10 +75,16 @@ impl Paywall {
     /// the reason, so that probing tells nothing.
     async fn redeemable(
         &self,
+        offer: &Offer,
         request: &ReceiptRequest,
     ) -> Result<(u8, Address, Execution), Error> {
         let (version, header_value) = request.payment.as_ref().ok_or(Error::ReceiptNotFound)?;
-        if !crate::ids::looks_like_id(&request.receipt_id) {
+        let by_nonce = request
+            .receipt_id
+            .starts_with("0x")
+            .then(|| parse_bytes32(&request.receipt_id))
+            .flatten();
+        if by_nonce.is_none() && !crate::ids::looks_like_id(&request.receipt_id) {
             return Err(Error::ReceiptNotFound);
         }
         let payment = header::decode(header_value).map_err(|_| Error::ReceiptNotFound)?;
@@ -85,7 +92,17 @@ impl Paywall {
         let authorization = &payment["payload"]["authorization"];
         let payer = text(authorization, "from").and_then(Address::parse);
         let nonce = text(authorization, "nonce").and_then(parse_bytes32);
-        let id = request.receipt_id.clone();
+        let id = match (by_nonce, payer, nonce) {
+            (None, _, _) => request.receipt_id.clone(),
+            (Some(named), Some(payer), Some(nonce)) if named == nonce => {
+                let key = payment_key(offer, &payer, &nonce);
+                let claim = self.inner.store.read(move |r| r.nonce_claim(&key)).await?;
+                claim
+                    .and_then(|c| c.execution_id)
+                    .ok_or(Error::ReceiptNotFound)?
+            }
+            _ => return Err(Error::ReceiptNotFound),
+        };
         let execution = self.inner.store.read(move |r| r.execution(&id)).await?;
         let execution = execution
             .filter(|e| e.kind == ExecutionKind::Paid && e.agent == request.agent)

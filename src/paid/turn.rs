@@ -113,6 +113,7 @@ impl Paywall {
         let claim = NonceClaim {
             agent: agent.name().to_string(),
             expires_at: verified.valid_before + NONCE_MARGIN_SECONDS,
+            execution_id: None,
         };
         let claim_key = key.clone();
         let claimed = self
@@ -177,8 +178,12 @@ impl Paywall {
             valid_before: verified.valid_before,
             body: body.clone(),
         };
-        let owe: AdmitHook =
-            Box::new(move |tx, execution| tx.put_pending_settlement(&execution.id, &pending));
+        let paid_key = key.clone();
+        let owe: AdmitHook = Box::new(move |tx, execution| {
+            tx.put_pending_settlement(&execution.id, &pending)?;
+            // The payment names its turn, so a payer who never got an answer finds it.
+            tx.attach_nonce_execution(&paid_key, &execution.id)
+        });
         let turn = TurnRequest {
             agent: agent.clone(),
             username,
@@ -253,12 +258,17 @@ impl Paywall {
 
 /// The replay key: chain id ‖ asset ‖ payer ‖ nonce, all as bytes.
 fn nonce_key(offer: &Offer, verified: &Verified) -> Vec<u8> {
+    payment_key(offer, &verified.payer, &verified.nonce)
+}
+
+/// The replay key of the payment by `payer` with `nonce`.
+pub(super) fn payment_key(offer: &Offer, payer: &super::evm::Address, nonce: &[u8; 32]) -> Vec<u8> {
     let network = &offer.config.network;
     let mut key = Vec::with_capacity(80);
     key.extend_from_slice(&network.chain_id.to_be_bytes());
     key.extend_from_slice(&network.asset.0);
-    key.extend_from_slice(&verified.payer.0);
-    key.extend_from_slice(&verified.nonce);
+    key.extend_from_slice(&payer.0);
+    key.extend_from_slice(nonce);
     key
 }
 

@@ -17,6 +17,9 @@ pub struct NonceClaim {
     pub agent: String,
     /// Unix seconds after which the claim may be dropped.
     pub expires_at: u64,
+    /// The paid turn the payment went to, once it was accepted: its receipt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub execution_id: Option<String>,
 }
 
 /// A settlement owed for a paid turn.
@@ -66,6 +69,20 @@ impl Tx<'_> {
         nonces.insert(key, encode(claim).as_slice())?;
         expiry.insert(expiry_key(claim.expires_at, key).as_slice(), ())?;
         Ok(true)
+    }
+
+    /// Records which execution a claimed nonce paid for (in the turn's creation commit).
+    pub fn attach_nonce_execution(&self, key: &[u8], execution_id: &str) -> Result<(), Error> {
+        let mut nonces = self.txn.open_table(PAYMENT_NONCES)?;
+        let claim: Option<NonceClaim> = match nonces.get(key)? {
+            Some(value) => Some(decode("payment_nonces", value.value())?),
+            None => None,
+        };
+        if let Some(mut claim) = claim {
+            claim.execution_id = Some(execution_id.to_string());
+            nonces.insert(key, encode(&claim).as_slice())?;
+        }
+        Ok(())
     }
 
     /// Gives a claimed nonce back (the payment was refused before any work).
@@ -149,6 +166,14 @@ impl Reader {
         Ok(out)
     }
 
+    /// The claim on a payment nonce, if one is kept.
+    pub fn nonce_claim(&self, key: &[u8]) -> Result<Option<NonceClaim>, Error> {
+        match self.txn.open_table(PAYMENT_NONCES)?.get(key)? {
+            Some(value) => Ok(Some(decode("payment_nonces", value.value())?)),
+            None => Ok(None),
+        }
+    }
+
     pub fn pending_settlement(
         &self,
         execution_id: &str,
@@ -180,6 +205,7 @@ mod tests {
                 let claim = NonceClaim {
                     agent: "helper".into(),
                     expires_at,
+                    execution_id: None,
                 };
                 store
                     .write(move |tx| tx.claim_nonce(key, &claim, now))
@@ -205,6 +231,7 @@ mod tests {
         let again = NonceClaim {
             agent: "helper".into(),
             expires_at: 500,
+            execution_id: None,
         };
         let claimed = store
             .write(move |tx| tx.claim_nonce(b"one", &again, 250))
@@ -223,6 +250,7 @@ mod tests {
                     let claim = NonceClaim {
                         agent: agent.into(),
                         expires_at: 100,
+                        execution_id: None,
                     };
                     tx.claim_nonce(key, &claim, 10)?;
                 }
