@@ -497,7 +497,13 @@ pub(crate) fn store_reply(
     };
     tx.append_message(&mut session, message)?;
     if let Some(handle) = finished.resume {
-        tx.set_engine_state(session_id, Some(handle))?;
+        // A paid turn's handle waits for its settlement (see `paid`): the engine's own
+        // conversation holds the reply, which stays withheld until then.
+        let held =
+            execution.kind == ExecutionKind::Paid && tx.hold_paid_resume(&execution.id, handle)?;
+        if !held {
+            tx.set_engine_state(session_id, Some(handle))?;
+        }
     }
     Ok(())
 }

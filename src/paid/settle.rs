@@ -26,6 +26,25 @@ pub(super) fn pending(execution: &Execution, why: String) -> Pending {
     }
 }
 
+/// A settled turn's engine handle becomes the session's, unless a later turn moved the
+/// session on meanwhile (then its conversation stays where it is).
+fn release_resume(
+    tx: &store::Tx<'_>,
+    execution: &Execution,
+    owed: Option<store::PendingSettlement>,
+) -> Result<(), store::Error> {
+    let (Some(owed), Some(session_id)) = (owed, &execution.session_id) else {
+        return Ok(());
+    };
+    let Some(handle) = &owed.resume else {
+        return Ok(());
+    };
+    if tx.engine_state(session_id)? == owed.resume_before {
+        tx.set_engine_state(session_id, Some(handle))?;
+    }
+    Ok(())
+}
+
 /// Where a payment stands, as the execution record shows it.
 struct State {
     name: &'static str,
@@ -183,12 +202,16 @@ impl Paywall {
         self.inner
             .store
             .write(move |tx| {
+                let owed = tx.pending_settlement(&id)?;
                 if !state.owed {
                     tx.remove_pending_settlement(&id)?;
                 }
                 let Some(mut execution) = tx.execution(&id)? else {
                     return Ok(None);
                 };
+                if state.name == "settled" {
+                    release_resume(tx, &execution, owed)?;
+                }
                 let mut payment = execution.payment.take().unwrap_or_else(|| json!({}));
                 payment["state"] = json!(state.name);
                 payment["transaction"] = json!(state.transaction);

@@ -173,13 +173,18 @@ impl Paywall {
             Some(session) => session.username,
             None => format!("{visitor}{}", crate::ids::new_id()),
         };
-        let pending = PendingSettlement {
+        let mut pending = PendingSettlement {
             agent: agent.name().to_string(),
             valid_before: verified.valid_before,
             body: body.clone(),
+            resume_before: None,
+            resume: None,
         };
         let paid_key = key.clone();
         let owe: AdmitHook = Box::new(move |tx, execution| {
+            if let Some(session_id) = &execution.session_id {
+                pending.resume_before = tx.engine_state(session_id)?;
+            }
             tx.put_pending_settlement(&execution.id, &pending)?;
             // The payment names its turn, so a payer who never got an answer finds it.
             tx.attach_nonce_execution(&paid_key, &execution.id)

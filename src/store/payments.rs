@@ -30,6 +30,13 @@ pub struct PendingSettlement {
     pub valid_before: u64,
     /// The exact body for `POST /settle`.
     pub body: Value,
+    /// The session's engine handle when the turn was admitted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resume_before: Option<String>,
+    /// The engine handle the turn ended with, held back until the payment settles: resuming
+    /// from it would hand the withheld reply to the next turn.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resume: Option<String>,
 }
 
 fn expiry_key(expires_at: u64, nonce_key: &[u8]) -> Vec<u8> {
@@ -109,6 +116,28 @@ impl Tx<'_> {
             .open_table(PENDING_SETTLEMENTS)?
             .insert(execution_id, encode(pending).as_slice())?;
         Ok(())
+    }
+
+    /// The settlement owed for `execution_id`, read inside this transaction.
+    pub fn pending_settlement(
+        &self,
+        execution_id: &str,
+    ) -> Result<Option<PendingSettlement>, Error> {
+        get_json(
+            &self.txn.open_table(PENDING_SETTLEMENTS)?,
+            "pending_settlements",
+            execution_id,
+        )
+    }
+
+    /// Holds a paid turn's engine handle with its owed settlement; false when none is owed.
+    pub fn hold_paid_resume(&self, execution_id: &str, handle: &str) -> Result<bool, Error> {
+        let Some(mut owed) = self.pending_settlement(execution_id)? else {
+            return Ok(false);
+        };
+        owed.resume = Some(handle.to_string());
+        self.put_pending_settlement(execution_id, &owed)?;
+        Ok(true)
     }
 
     pub fn remove_pending_settlement(&self, execution_id: &str) -> Result<(), Error> {
@@ -255,6 +284,8 @@ mod tests {
                     tx.claim_nonce(key, &claim, 10)?;
                 }
                 let owed = PendingSettlement {
+                    resume_before: None,
+                    resume: None,
                     agent: "helper".into(),
                     valid_before: 100,
                     body: serde_json::json!({}),

@@ -83,3 +83,46 @@ async fn a_withheld_reply_stays_out_of_the_history_until_it_is_settled() {
         "{sent}"
     );
 }
+
+/// A command engine keeps the conversation itself and is resumed from a handle: a turn
+/// after a withheld one resumes from the last settled turn, never from the withheld one.
+#[tokio::test]
+async fn a_withheld_reply_is_not_resumed_by_a_command_engine() {
+    let stub = Stub::start(Mode::Accept).await;
+    let agent = AgentConfig {
+        paid: Some(paid_config(&stub.url)),
+        ..fixture_agent("helper", "recall.sh", None, 4)
+    };
+    let server = TestServer::with(|c| c.agents = vec![agent]).await;
+    let (first, _) = turn(&server, "alpha", None).await;
+    assert_eq!(first.status, 200, "{:?}", first.body);
+    assert_eq!(first.json()["response"], "resumed none: alpha");
+    let session = first.json()["session_id"].as_str().unwrap().to_string();
+
+    stub.set_mode(Mode::Reject);
+    let (refused, _) = turn(&server, "refused secret", Some(&session)).await;
+    assert_payment_required(&refused, "settlement_failed");
+    stub.set_mode(Mode::Fail);
+    let (undecided, header) = turn(&server, "undecided secret", Some(&session)).await;
+    assert_eq!(undecided.status, 202, "{:?}", undecided.body);
+    let receipt_id = undecided.json()["receipt_id"].as_str().unwrap().to_string();
+
+    stub.set_mode(Mode::Accept);
+    let (next, _) = turn(&server, "gamma", Some(&session)).await;
+    assert_eq!(next.status, 200, "{:?}", next.body);
+    assert_eq!(next.json()["response"], "resumed sess-alpha: gamma");
+
+    // The undecided turn settles after a later one: the conversation stays where it is.
+    let path = format!("/api/paid/helper/receipts/{receipt_id}");
+    let request = build(
+        Method::GET,
+        &path,
+        None,
+        None,
+        &[("payment-signature", &header)],
+    );
+    let collected = server.send(request).await;
+    assert_eq!(collected.status, 200, "{:?}", collected.body);
+    let (last, _) = turn(&server, "delta", Some(&session)).await;
+    assert_eq!(last.json()["response"], "resumed sess-gamma: delta");
+}
