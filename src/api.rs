@@ -197,6 +197,13 @@ async fn dispatch(
             "/api/paid/{agent}/chat",
             paid::paid_chat(app, request, name).await,
         ),
+        (&M::GET, ["api", "paid", name, "receipts", id]) => (
+            "/api/paid/{agent}/receipts/{id}",
+            paid::paid_receipt(app, &request, name, id).await,
+        ),
+        (&M::OPTIONS, ["api", "paid", _, "receipts", _]) => {
+            ("/api/paid/{agent}/receipts/{id}", paid::paid_preflight())
+        }
         (&M::OPTIONS, ["api", "paid", _, "info"]) => {
             ("/api/paid/{agent}/info", paid::paid_preflight())
         }
@@ -295,6 +302,7 @@ fn is_route_path(segments: &[&str]) -> bool {
             | ["p", _]
             | ["api", "paid", _, "info"]
             | ["api", "paid", _, "chat"]
+            | ["api", "paid", _, "receipts", _]
             | [
                 "api",
                 "agents",

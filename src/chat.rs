@@ -167,14 +167,22 @@ impl Chat {
 
         let history = if request.agent.engine.wants_history() {
             let id = session.id.clone();
-            let mut earlier = self
+            let earlier = self
                 .store
-                .read(move |r| r.messages(&id, None, HISTORY_MESSAGES + 1))
+                .read(move |r| {
+                    let mut earlier = r.messages(&id, None, HISTORY_MESSAGES + 1)?;
+                    earlier.pop(); // the message of this turn
+                    let mut kept = Vec::with_capacity(earlier.len());
+                    for message in earlier {
+                        if !message.content.is_empty() && crate::paid::released(r, &message)? {
+                            kept.push(message);
+                        }
+                    }
+                    Ok(kept)
+                })
                 .await?;
-            earlier.pop(); // the message of this turn
             earlier
                 .into_iter()
-                .filter(|m| !m.content.is_empty())
                 .map(|m| HistoryMessage {
                     role: m.role,
                     content: m.content,
@@ -489,7 +497,13 @@ pub(crate) fn store_reply(
     };
     tx.append_message(&mut session, message)?;
     if let Some(handle) = finished.resume {
-        tx.set_engine_state(session_id, Some(handle))?;
+        // A paid turn's handle waits for its settlement (see `paid`): the engine's own
+        // conversation holds the reply, which stays withheld until then.
+        let held =
+            execution.kind == ExecutionKind::Paid && tx.hold_paid_resume(&execution.id, handle)?;
+        if !held {
+            tx.set_engine_state(session_id, Some(handle))?;
+        }
     }
     Ok(())
 }

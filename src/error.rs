@@ -221,6 +221,7 @@ impl From<paid::Error> for ApiError {
         match err {
             NotFound => ApiError::not_found("agent"),
             SessionNotFound => ApiError::not_found("session"),
+            ReceiptNotFound => ApiError::not_found("receipt"),
             Invalid(_) => ApiError::invalid(&err),
             Refused(refusal) => {
                 // The body is also the x402 v1 answer: `error`, `x402Version`, `accepts`.
@@ -248,6 +249,10 @@ impl From<paid::Error> for ApiError {
                         .retry_after(5)
                 };
                 answer.with("execution_id", id)
+            }
+            UnpaidCap { retry_after } => {
+                ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", &err)
+                    .retry_after(retry_after)
             }
             Interrupted => {
                 ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "interrupted", &err).retry_after(5)

@@ -5,24 +5,30 @@
 //! run the turn (an execution of kind `paid`) → settle → only then hand over the reply.
 //! A failed turn is never settled; a failed settlement withholds the reply.
 
+mod budget;
 pub mod eip712;
 pub mod evm;
 pub mod facilitator;
 pub mod header;
 pub mod offer;
+mod receipt;
 mod settle;
 mod turn;
 pub mod verify;
 
 pub use offer::Offer;
-pub use turn::{Paid, PaidTurn};
+pub use receipt::ReceiptRequest;
+pub use turn::{Delivery, Paid, PaidTurn, Pending};
 
 use crate::agents::{self, Agent, Agents};
 use crate::chat::{self, Chat};
+use crate::records::Message;
 use crate::store::{self, Store};
 use facilitator::Facilitator;
 use serde_json::Value;
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 use tokio::task::JoinSet;
 
 /// Why a payment was refused: the x402 error code of the 402.
@@ -88,6 +94,9 @@ pub enum Error {
     NotFound,
     #[error("session not found")]
     SessionNotFound,
+    /// No such receipt, or the payment header does not prove its payment.
+    #[error("receipt not found")]
+    ReceiptNotFound,
     #[error("{0}")]
     Invalid(String),
     #[error("{}", .0.detail)]
@@ -97,6 +106,8 @@ pub enum Error {
         execution_id: String,
         timed_out: bool,
     },
+    #[error("this agent runs as many turns as it may before they are paid for; try again later")]
+    UnpaidCap { retry_after: u64 },
     #[error("the daemon is stopping; you were not charged unless a receipt says so")]
     Interrupted,
     #[error(transparent)]
@@ -130,6 +141,12 @@ struct Inner {
     /// Turns waiting for their end and settlement: they outlive the request that started
     /// them, so a client that leaves cannot stop a settlement halfway.
     settlements: Mutex<JoinSet<()>>,
+    /// Places of turns run without the facilitator's `/verify`, per agent.
+    unverified: budget::Budget,
+    /// Owed settlements sent again (at start or on redemption), by execution id: `None`
+    /// while in flight, else when the last attempt ended. One payment is never sent twice
+    /// at once.
+    attempts: Mutex<HashMap<String, Option<Instant>>>,
 }
 
 impl Paywall {
@@ -142,6 +159,8 @@ impl Paywall {
                 facilitator: Facilitator::default(),
                 clock,
                 settlements: Mutex::new(JoinSet::new()),
+                attempts: Mutex::new(HashMap::new()),
+                unverified: budget::Budget::default(),
             }),
         }
     }
@@ -189,6 +208,19 @@ impl Paywall {
                 .await;
         set.abort_all();
     }
+}
+
+/// Whether `message` may reach a model as history: the reply of a paid turn only once its
+/// payment is settled, so a withheld reply cannot be had by asking the next turn to repeat it.
+pub fn released(reader: &store::Reader, message: &Message) -> Result<bool, store::Error> {
+    if message.role != "assistant" || message.source != turn::SOURCE {
+        return Ok(true);
+    }
+    let Some(execution_id) = &message.execution_id else {
+        return Ok(true);
+    };
+    let payment = reader.execution(execution_id)?.and_then(|e| e.payment);
+    Ok(payment.is_some_and(|p| p["state"] == "settled"))
 }
 
 /// A 402 with a fresh challenge.

@@ -40,6 +40,7 @@ pub fn verifications_per_second(duration: Duration) -> anyhow::Result<f64> {
             facilitator_url: "http://127.0.0.1:9".into(),
             facilitator_auth_header: None,
             verify_with_facilitator: false,
+            unverified_turns_per_minute: 4,
             settle_timeout: Duration::from_secs(1),
             verify_timeout: Duration::from_secs(1),
         },

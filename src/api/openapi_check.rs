@@ -59,6 +59,8 @@ mod tests {
         ("POST", "/api/paid/{agent}/chat"),
         ("OPTIONS", "/api/paid/{agent}/info"),
         ("OPTIONS", "/api/paid/{agent}/chat"),
+        ("GET", "/api/paid/{agent}/receipts/{id}"),
+        ("OPTIONS", "/api/paid/{agent}/receipts/{id}"),
         ("POST", "/api/agents/{name}/voice/start"),
         ("POST", "/api/agents/{name}/voice/stop"),
         ("GET", "/api/agents/{name}/voice/status"),

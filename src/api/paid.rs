@@ -1,12 +1,12 @@
-//! The paid routes (x402): `GET /api/paid/{agent}/info`, `POST /api/paid/{agent}/chat` and
-//! their CORS preflight. No bearer token: the payment is the credential. Every answer carries
+//! The paid routes (x402): `GET /api/paid/{agent}/info`, `POST /api/paid/{agent}/chat`,
+//! `GET /api/paid/{agent}/receipts/{id}` and their CORS preflight. No bearer token: the payment is the credential. Every answer carries
 //! `Cache-Control: no-store` and the CORS headers browser x402 clients need.
 
 use crate::app::App;
 use crate::config::Tls;
 use crate::error::{ApiError, ApiResult};
 use crate::http::body::{self, Body, Response};
-use crate::paid::{self, header, Paid, PaidTurn};
+use crate::paid::{self, header, Delivery, Paid, PaidTurn, Pending, ReceiptRequest};
 use hyper::body::Incoming;
 use hyper::header::{HeaderValue, CACHE_CONTROL, HOST};
 use hyper::{Request, StatusCode};
@@ -34,14 +34,7 @@ pub fn paid_info(app: &App, request: &Request<Incoming>, name: &str) -> ApiResul
 /// `POST /api/paid/{agent}/chat`
 pub async fn paid_chat(app: &App, request: Request<Incoming>, name: &str) -> ApiResult {
     let resource = resource_url(app, &request, name);
-    let header_text = |name: &str| {
-        let value = request.headers().get(name)?;
-        Some(String::from_utf8_lossy(value.as_bytes()).into_owned())
-    };
-    // Both present: PAYMENT-SIGNATURE (v2) wins.
-    let payment = header_text("payment-signature")
-        .map(|h| (2, h))
-        .or_else(|| header_text("x-payment").map(|h| (1, h)));
+    let payment = payment_header(&request);
     let chat: PaidChatBody = match body::read_json(request, app.config().max_body_bytes).await {
         Ok(chat) => chat,
         Err(err) => return Ok(x402_headers(body::error(&err))),
@@ -57,6 +50,37 @@ pub async fn paid_chat(app: &App, request: Request<Incoming>, name: &str) -> Api
         })
         .await;
     Ok(x402_headers(render(outcome)))
+}
+
+/// `GET /api/paid/{agent}/receipts/{id}`: the outcome of a paid turn whose settlement was
+/// undecided, for the payer who sends the same payment header again.
+pub async fn paid_receipt(
+    app: &App,
+    request: &Request<Incoming>,
+    name: &str,
+    id: &str,
+) -> ApiResult {
+    let outcome = app
+        .paywall()
+        .receipt(ReceiptRequest {
+            agent: name.to_string(),
+            resource: resource_url(app, request, name),
+            receipt_id: id.to_string(),
+            payment: payment_header(request),
+        })
+        .await;
+    Ok(x402_headers(render(outcome)))
+}
+
+/// The payment header and its protocol version; with both, `PAYMENT-SIGNATURE` (v2) wins.
+fn payment_header(request: &Request<Incoming>) -> Option<(u8, String)> {
+    let header_text = |name: &str| {
+        let value = request.headers().get(name)?;
+        Some(String::from_utf8_lossy(value.as_bytes()).into_owned())
+    };
+    header_text("payment-signature")
+        .map(|h| (2, h))
+        .or_else(|| header_text("x-payment").map(|h| (1, h)))
 }
 
 /// `OPTIONS` on the paid routes: the CORS preflight.
@@ -78,24 +102,10 @@ pub fn paid_preflight() -> ApiResult {
     Ok(x402_headers(response))
 }
 
-fn render(outcome: Result<Paid, paid::Error>) -> Response {
+fn render(outcome: Result<Delivery, paid::Error>) -> Response {
     match outcome {
-        Ok(paid) => {
-            let execution = &paid.execution;
-            let document = json!({
-                "response": execution.response.clone().unwrap_or_default(),
-                "session_id": execution.session_id,
-                "execution_id": execution.id,
-                "payment": {
-                    "payer": paid.receipt["payer"],
-                    "transaction": paid.receipt["transaction"],
-                    "network": paid.receipt["network"],
-                },
-            });
-            let mut response = body::json(StatusCode::OK, &document);
-            put_receipt(&mut response, paid.version, &paid.receipt);
-            response
-        }
+        Ok(Delivery::Settled(paid)) => settled(*paid),
+        Ok(Delivery::Pending(pending)) => undecided(&pending),
         Err(paid::Error::Refused(refusal)) => {
             let required = header::encode(&refusal.payment_required);
             let receipt = refusal.receipt.clone().map(|r| (refusal.version, r));
@@ -110,6 +120,46 @@ fn render(outcome: Result<Paid, paid::Error>) -> Response {
         }
         Err(err) => body::error(&err.into()),
     }
+}
+
+/// 200: the reply of a settled turn and its receipt header.
+fn settled(paid: Paid) -> Response {
+    let execution = &paid.execution;
+    let document = json!({
+        "response": execution.response.clone().unwrap_or_default(),
+        "session_id": execution.session_id,
+        "execution_id": execution.id,
+        "payment": {
+            "payer": paid.receipt["payer"],
+            "transaction": paid.receipt["transaction"],
+            "network": paid.receipt["network"],
+        },
+    });
+    let mut response = body::json(StatusCode::OK, &document);
+    put_receipt(&mut response, paid.version, &paid.receipt);
+    response
+}
+
+/// How long a payer should wait before asking for an undecided receipt again, in seconds.
+const RECEIPT_RETRY_AFTER_SECONDS: u64 = 10;
+
+/// 202: the turn ran, its settlement is undecided; no reply text, no new challenge (paying
+/// again could charge twice), and where to collect the outcome.
+fn undecided(pending: &Pending) -> Response {
+    let document = json!({
+        "status": "settlement_pending",
+        "receipt_id": pending.receipt_id,
+        "receipt_url": format!("/api/paid/{}/receipts/{}", pending.agent, pending.receipt_id),
+        "execution_id": pending.receipt_id,
+        "session_id": pending.session_id,
+        "message": pending.detail,
+    });
+    let mut response = body::json(StatusCode::ACCEPTED, &document);
+    response.headers_mut().insert(
+        hyper::header::RETRY_AFTER,
+        HeaderValue::from(RECEIPT_RETRY_AFTER_SECONDS),
+    );
+    response
 }
 
 /// The receipt header of the client's protocol version.

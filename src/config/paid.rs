@@ -40,8 +40,10 @@ pub struct RawPaid {
     pub facilitator_url: String,
     #[serde(default)]
     pub facilitator_auth_header: Option<String>,
-    #[serde(default)]
+    #[serde(default = "default_verify_with_facilitator")]
     pub verify_with_facilitator: bool,
+    #[serde(default = "default_unverified_turns_per_minute")]
+    pub unverified_turns_per_minute: u32,
     #[serde(default = "default_settle_timeout")]
     pub settle_timeout_s: u64,
     #[serde(default = "default_verify_timeout")]
@@ -50,6 +52,14 @@ pub struct RawPaid {
 
 fn default_max_timeout() -> u64 {
     300
+}
+/// Only the facilitator knows whether the payer holds the funds: asking it before the turn
+/// is what keeps an unfunded payer from getting model work for a signature alone.
+fn default_verify_with_facilitator() -> bool {
+    true
+}
+fn default_unverified_turns_per_minute() -> u32 {
+    4
 }
 fn default_settle_timeout() -> u64 {
     30
@@ -157,7 +167,11 @@ pub struct PaidConfig {
     pub facilitator_url: String,
     /// Sent as `Authorization` to the facilitator.
     pub facilitator_auth_header: Option<Secret>,
+    /// Ask the facilitator's `/verify` (funds, nonce on chain) before the turn runs.
     pub verify_with_facilitator: bool,
+    /// Without `verify_with_facilitator`: how many turns a minute may start without being
+    /// paid for yet (running, or their settlement failed), over all payers.
+    pub unverified_turns_per_minute: u32,
     pub settle_timeout: Duration,
     pub verify_timeout: Duration,
 }
@@ -209,6 +223,12 @@ pub fn resolve(
             ));
         }
     }
+    if raw.unverified_turns_per_minute == 0 {
+        return Err(invalid(
+            key("unverified_turns_per_minute"),
+            "must be at least 1 (verify_with_facilitator = true runs nothing unverified)",
+        ));
+    }
     if raw.settle_timeout_s == 0 || raw.verify_timeout_s == 0 {
         return Err(invalid(
             key("settle_timeout_s"),
@@ -230,6 +250,7 @@ pub fn resolve(
             .filter(|h| !h.is_empty())
             .map(Secret),
         verify_with_facilitator: raw.verify_with_facilitator,
+        unverified_turns_per_minute: raw.unverified_turns_per_minute,
         settle_timeout: Duration::from_secs(raw.settle_timeout_s),
         verify_timeout: Duration::from_secs(raw.verify_timeout_s),
     })
@@ -283,6 +304,10 @@ mod tests {
             &format!("{PAID}max_timeout_seconds = 0\n"),
             Err("max_timeout_seconds"),
         );
+        check(
+            &format!("{PAID}unverified_turns_per_minute = 0\n"),
+            Err("agents.helper.paid.unverified_turns_per_minute"),
+        );
         let extended = format!(
             "[paid.networks.\"eip155:1\"]\nv1_name = \"ethereum\"\nchain_id = 1\nasset = \"0xA0b86991c6218b36c1d19D4a2e9Eb0cE3606eB48\"\nname = \"USD Coin\"\nversion = \"2\"\n{}",
             PAID.replace("eip155:84532", "eip155:1")
@@ -299,5 +324,9 @@ mod tests {
         assert_eq!(paid.network.name, "USDC");
         assert_eq!(paid.max_timeout_seconds, 300);
         assert_eq!(paid.description, "One chat turn with helper");
+        assert!(
+            paid.verify_with_facilitator,
+            "the facilitator checks funds by default"
+        );
     }
 }

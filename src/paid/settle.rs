@@ -1,10 +1,11 @@
 //! After the turn: a failed turn is never settled; a finished one is settled through the
 //! facilitator and its payment state recorded with the execution before the reply goes out.
-//! At start, settlements still owed from the last run are reconciled.
+//! A settlement without a definite answer stays owed and its payer gets a receipt to redeem;
+//! at start, settlements still owed from the last run are reconciled.
 
 use super::evm::Address;
 use super::facilitator::Settlement;
-use super::turn::Paid;
+use super::turn::{Delivery, Paid, Pending};
 use super::{Error, Offer, Paywall, Reason, Refusal};
 use crate::config::PaidConfig;
 use crate::executions::Live;
@@ -12,6 +13,37 @@ use crate::records::{Execution, ExecutionStatus};
 use crate::store;
 use serde_json::{json, Value};
 use std::sync::Arc;
+
+/// The answer for a turn whose settlement is not decided.
+pub(super) fn pending(execution: &Execution, why: String) -> Pending {
+    Pending {
+        agent: execution.agent.clone(),
+        receipt_id: execution.id.clone(),
+        session_id: execution.session_id.clone(),
+        detail: format!(
+            "the facilitator has not confirmed the settlement ({why}); do not pay again: the reply is released at the receipt once the payment settles"
+        ),
+    }
+}
+
+/// A settled turn's engine handle becomes the session's, unless a later turn moved the
+/// session on meanwhile (then its conversation stays where it is).
+fn release_resume(
+    tx: &store::Tx<'_>,
+    execution: &Execution,
+    owed: Option<store::PendingSettlement>,
+) -> Result<(), store::Error> {
+    let (Some(owed), Some(session_id)) = (owed, &execution.session_id) else {
+        return Ok(());
+    };
+    let Some(handle) = &owed.resume else {
+        return Ok(());
+    };
+    if tx.engine_state(session_id)? == owed.resume_before {
+        tx.set_engine_state(session_id, Some(handle))?;
+    }
+    Ok(())
+}
 
 /// Where a payment stands, as the execution record shows it.
 struct State {
@@ -60,7 +92,7 @@ impl Paywall {
         version: u8,
         payer: Address,
         body: Value,
-    ) -> Result<Paid, Error> {
+    ) -> Result<Delivery, Error> {
         let execution = live.finished().await;
         if execution.status != ExecutionStatus::Success {
             let why = format!("turn_{}", execution.status.as_str());
@@ -80,7 +112,7 @@ impl Paywall {
                 transaction,
                 network: settled_on,
                 ..
-            } => Ok(Paid {
+            } => Ok(Delivery::Settled(Box::new(Paid {
                 receipt: json!({
                     "success": true,
                     "transaction": transaction,
@@ -89,19 +121,18 @@ impl Paywall {
                 }),
                 execution,
                 version,
-            }),
+            }))),
             Settlement::Refused { reason, message } => {
                 Err(self.withheld(&offer, version, payer, &execution, reason, message))
             }
-            Settlement::Unavailable(why) => {
-                let reason = "facilitator_unavailable".to_string();
-                Err(self.withheld(&offer, version, payer, &execution, reason, why))
-            }
+            // The transfer may still happen (or have happened): telling the payer to pay
+            // again could charge them twice, so they get a receipt to collect the outcome.
+            Settlement::Unavailable(why) => Ok(Delivery::Pending(pending(&execution, why))),
         }
     }
 
     /// The 402 of a turn whose settlement failed: a failure receipt and no reply text.
-    fn withheld(
+    pub(super) fn withheld(
         &self,
         offer: &Offer,
         version: u8,
@@ -130,7 +161,7 @@ impl Paywall {
     }
 
     /// Sends the owed settlement and records how it went with the execution.
-    async fn settle_owed(
+    pub(super) async fn settle_owed(
         &self,
         execution_id: &str,
         config: &PaidConfig,
@@ -150,6 +181,15 @@ impl Paywall {
         Ok((recorded, settlement))
     }
 
+    /// Records that an owed settlement's authorization ran out before it settled.
+    pub(super) async fn expire(
+        &self,
+        execution_id: &str,
+    ) -> Result<Option<Execution>, store::Error> {
+        self.record(execution_id, State::failed("expired".into()))
+            .await
+    }
+
     /// Writes the payment state into the execution record (and drops the owed settlement
     /// unless it stays owed), in one commit.
     async fn record(
@@ -162,12 +202,16 @@ impl Paywall {
         self.inner
             .store
             .write(move |tx| {
+                let owed = tx.pending_settlement(&id)?;
                 if !state.owed {
                     tx.remove_pending_settlement(&id)?;
                 }
                 let Some(mut execution) = tx.execution(&id)? else {
                     return Ok(None);
                 };
+                if state.name == "settled" {
+                    release_resume(tx, &execution, owed)?;
+                }
                 let mut payment = execution.payment.take().unwrap_or_else(|| json!({}));
                 payment["state"] = json!(state.name);
                 payment["transaction"] = json!(state.transaction);
@@ -203,17 +247,20 @@ impl Paywall {
                         .await?;
                 }
                 (Some(ExecutionStatus::Success), _) if now > pending.valid_before => {
-                    self.record(&execution_id, State::failed("expired".into()))
-                        .await?;
+                    self.expire(&execution_id).await?;
                 }
                 (Some(ExecutionStatus::Success), Some(config)) => {
                     tracing::warn!(%execution_id, "a paid turn ended without its settlement; settling it now");
                     let this = self.clone();
+                    if !self.begin_attempt(&execution_id, std::time::Instant::now()) {
+                        continue;
+                    }
                     self.spawn(async move {
                         let settled = this.settle_owed(&execution_id, &config, &pending.body);
                         if let Err(err) = settled.await {
                             tracing::error!(cause = %err, "recording a settlement failed");
                         }
+                        this.end_attempt(&execution_id, std::time::Instant::now());
                     });
                     settling += 1;
                 }

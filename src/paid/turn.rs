@@ -10,12 +10,15 @@ use crate::chat::{self, AdmitHook, Started, TurnRequest};
 use crate::records::{Execution, ExecutionKind, Session, SessionStatus};
 use crate::store::{NonceClaim, PendingSettlement};
 use serde_json::{json, Value};
+use std::time::Instant;
 use tokio::sync::oneshot;
 
 /// Largest message accepted, in characters.
 const MAX_MESSAGE_CHARS: usize = 100_000;
 /// How long a nonce claim outlives its authorization's `validBefore`.
 const NONCE_MARGIN_SECONDS: u64 = 3600;
+/// The `source` of a paid turn's messages.
+pub(super) const SOURCE: &str = "paid";
 /// The start of every paid visitor's username; real usernames never contain ':'.
 pub(super) const VISITOR_PREFIX: &str = "paid:";
 
@@ -40,9 +43,31 @@ pub struct Paid {
     pub version: u8,
 }
 
+/// How a paid turn that ran reaches its payer.
+#[derive(Debug)]
+pub enum Delivery {
+    /// Settled: the reply and its receipt.
+    Settled(Box<Paid>),
+    /// The facilitator gave no definite answer, so the transfer may still happen: the payer
+    /// must not pay again, and collects the reply (or the news that it was never settled)
+    /// at `GET /api/paid/{agent}/receipts/{receipt_id}` with the same payment header.
+    Pending(Pending),
+}
+
+/// A turn whose settlement is not decided yet.
+#[derive(Debug)]
+pub struct Pending {
+    pub agent: String,
+    /// The receipt id: the execution's id.
+    pub receipt_id: String,
+    pub session_id: Option<String>,
+    /// Why it is not decided, for people.
+    pub detail: String,
+}
+
 impl Paywall {
     /// Runs one paid turn: the reply comes back only once its payment is settled.
-    pub async fn chat(&self, request: PaidTurn) -> Result<Paid, Error> {
+    pub async fn chat(&self, request: PaidTurn) -> Result<Delivery, Error> {
         let agent = self.paid_agent(&request.agent)?;
         let offer = self.offer(&request.agent, &request.resource)?;
         if request.message.trim().is_empty() {
@@ -88,6 +113,7 @@ impl Paywall {
         let claim = NonceClaim {
             agent: agent.name().to_string(),
             expires_at: verified.valid_before + NONCE_MARGIN_SECONDS,
+            execution_id: None,
         };
         let claim_key = key.clone();
         let claimed = self
@@ -122,17 +148,47 @@ impl Paywall {
                 return Err(refusal(&offer, reason, detail, version));
             }
         }
+        // Without the facilitator's word on funds, the turn may go unpaid: only so many a
+        // minute may, for the agent as a whole (fresh keys cost nothing).
+        let place = if offer.config.verify_with_facilitator {
+            None
+        } else {
+            let limit = offer.config.unverified_turns_per_minute;
+            match self
+                .inner
+                .unverified
+                .take(agent.name(), limit, Instant::now())
+            {
+                Ok(place) => Some(place),
+                Err(wait) => {
+                    self.release(key).await;
+                    tracing::warn!(agent = %agent.name(), %payer, "unverified paid turn refused: unpaid-work cap reached");
+                    return Err(Error::UnpaidCap {
+                        retry_after: wait.as_secs().max(1),
+                    });
+                }
+            }
+        };
         let username = match session {
             Some(session) => session.username,
             None => format!("{visitor}{}", crate::ids::new_id()),
         };
-        let pending = PendingSettlement {
+        let mut pending = PendingSettlement {
             agent: agent.name().to_string(),
             valid_before: verified.valid_before,
             body: body.clone(),
+            resume_before: None,
+            resume: None,
         };
-        let owe: AdmitHook =
-            Box::new(move |tx, execution| tx.put_pending_settlement(&execution.id, &pending));
+        let paid_key = key.clone();
+        let owe: AdmitHook = Box::new(move |tx, execution| {
+            if let Some(session_id) = &execution.session_id {
+                pending.resume_before = tx.engine_state(session_id)?;
+            }
+            tx.put_pending_settlement(&execution.id, &pending)?;
+            // The payment names its turn, so a payer who never got an answer finds it.
+            tx.attach_nonce_execution(&paid_key, &execution.id)
+        });
         let turn = TurnRequest {
             agent: agent.clone(),
             username,
@@ -142,7 +198,7 @@ impl Paywall {
             model: None,
             idempotency_key: None,
             kind: ExecutionKind::Paid,
-            source: "paid",
+            source: SOURCE,
         };
         let payment = payment_record(&offer, &verified);
         let started = self
@@ -156,6 +212,9 @@ impl Paywall {
             Err(err) => {
                 // Refused before any work: the authorization may be used again.
                 self.release(key).await;
+                if let Some(place) = place {
+                    self.inner.unverified.give_back(place);
+                }
                 return Err(err.into());
             }
         };
@@ -163,7 +222,11 @@ impl Paywall {
         let this = self.clone();
         let payer = verified.payer;
         self.spawn(async move {
-            let _ = done.send(this.finish(live, offer, version, payer, body).await);
+            let outcome = this.finish(live, offer, version, payer, body).await;
+            if let (Ok(Delivery::Settled(_)), Some(place)) = (&outcome, place) {
+                this.inner.unverified.give_back(place);
+            }
+            let _ = done.send(outcome);
         });
         outcome.await.unwrap_or(Err(Error::Interrupted))
     }
@@ -200,12 +263,17 @@ impl Paywall {
 
 /// The replay key: chain id ‖ asset ‖ payer ‖ nonce, all as bytes.
 fn nonce_key(offer: &Offer, verified: &Verified) -> Vec<u8> {
+    payment_key(offer, &verified.payer, &verified.nonce)
+}
+
+/// The replay key of the payment by `payer` with `nonce`.
+pub(super) fn payment_key(offer: &Offer, payer: &super::evm::Address, nonce: &[u8; 32]) -> Vec<u8> {
     let network = &offer.config.network;
     let mut key = Vec::with_capacity(80);
     key.extend_from_slice(&network.chain_id.to_be_bytes());
     key.extend_from_slice(&network.asset.0);
-    key.extend_from_slice(&verified.payer.0);
-    key.extend_from_slice(&verified.nonce);
+    key.extend_from_slice(&payer.0);
+    key.extend_from_slice(nonce);
     key
 }
 
@@ -221,9 +289,19 @@ fn payment_record(offer: &Offer, verified: &Verified) -> Value {
         "network": config.network.id,
         "pay_to": config.pay_to.checksummed(),
         "nonce": format!("0x{}", hex(&verified.nonce)),
+        "proof": proof_of(&verified.payload).map(|p| format!("0x{}", hex(&p))),
         "valid_before": verified.valid_before,
         "state": "claimed",
         "transaction": null,
         "error": null,
     })
+}
+
+/// What redeeming a receipt must show: keccak256 of the payment's signature bytes. Only the
+/// payer (and the facilitator it was sent to) holds the signature before it settles, and the
+/// receipt id it goes with is never on chain.
+pub(super) fn proof_of(payment: &Value) -> Option<[u8; 32]> {
+    let signature = payment["payload"]["signature"].as_str()?;
+    let bytes = super::evm::hex_bytes(signature)?;
+    Some(super::eip712::keccak(&[&bytes]))
 }

@@ -17,6 +17,9 @@ pub struct NonceClaim {
     pub agent: String,
     /// Unix seconds after which the claim may be dropped.
     pub expires_at: u64,
+    /// The paid turn the payment went to, once it was accepted: its receipt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub execution_id: Option<String>,
 }
 
 /// A settlement owed for a paid turn.
@@ -27,6 +30,13 @@ pub struct PendingSettlement {
     pub valid_before: u64,
     /// The exact body for `POST /settle`.
     pub body: Value,
+    /// The session's engine handle when the turn was admitted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resume_before: Option<String>,
+    /// The engine handle the turn ended with, held back until the payment settles: resuming
+    /// from it would hand the withheld reply to the next turn.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resume: Option<String>,
 }
 
 fn expiry_key(expires_at: u64, nonce_key: &[u8]) -> Vec<u8> {
@@ -68,6 +78,20 @@ impl Tx<'_> {
         Ok(true)
     }
 
+    /// Records which execution a claimed nonce paid for (in the turn's creation commit).
+    pub fn attach_nonce_execution(&self, key: &[u8], execution_id: &str) -> Result<(), Error> {
+        let mut nonces = self.txn.open_table(PAYMENT_NONCES)?;
+        let claim: Option<NonceClaim> = match nonces.get(key)? {
+            Some(value) => Some(decode("payment_nonces", value.value())?),
+            None => None,
+        };
+        if let Some(mut claim) = claim {
+            claim.execution_id = Some(execution_id.to_string());
+            nonces.insert(key, encode(&claim).as_slice())?;
+        }
+        Ok(())
+    }
+
     /// Gives a claimed nonce back (the payment was refused before any work).
     pub fn release_nonce(&self, key: &[u8]) -> Result<(), Error> {
         let mut nonces = self.txn.open_table(PAYMENT_NONCES)?;
@@ -92,6 +116,28 @@ impl Tx<'_> {
             .open_table(PENDING_SETTLEMENTS)?
             .insert(execution_id, encode(pending).as_slice())?;
         Ok(())
+    }
+
+    /// The settlement owed for `execution_id`, read inside this transaction.
+    pub fn pending_settlement(
+        &self,
+        execution_id: &str,
+    ) -> Result<Option<PendingSettlement>, Error> {
+        get_json(
+            &self.txn.open_table(PENDING_SETTLEMENTS)?,
+            "pending_settlements",
+            execution_id,
+        )
+    }
+
+    /// Holds a paid turn's engine handle with its owed settlement; false when none is owed.
+    pub fn hold_paid_resume(&self, execution_id: &str, handle: &str) -> Result<bool, Error> {
+        let Some(mut owed) = self.pending_settlement(execution_id)? else {
+            return Ok(false);
+        };
+        owed.resume = Some(handle.to_string());
+        self.put_pending_settlement(execution_id, &owed)?;
+        Ok(true)
     }
 
     pub fn remove_pending_settlement(&self, execution_id: &str) -> Result<(), Error> {
@@ -149,6 +195,14 @@ impl Reader {
         Ok(out)
     }
 
+    /// The claim on a payment nonce, if one is kept.
+    pub fn nonce_claim(&self, key: &[u8]) -> Result<Option<NonceClaim>, Error> {
+        match self.txn.open_table(PAYMENT_NONCES)?.get(key)? {
+            Some(value) => Ok(Some(decode("payment_nonces", value.value())?)),
+            None => Ok(None),
+        }
+    }
+
     pub fn pending_settlement(
         &self,
         execution_id: &str,
@@ -180,6 +234,7 @@ mod tests {
                 let claim = NonceClaim {
                     agent: "helper".into(),
                     expires_at,
+                    execution_id: None,
                 };
                 store
                     .write(move |tx| tx.claim_nonce(key, &claim, now))
@@ -205,6 +260,7 @@ mod tests {
         let again = NonceClaim {
             agent: "helper".into(),
             expires_at: 500,
+            execution_id: None,
         };
         let claimed = store
             .write(move |tx| tx.claim_nonce(b"one", &again, 250))
@@ -223,10 +279,13 @@ mod tests {
                     let claim = NonceClaim {
                         agent: agent.into(),
                         expires_at: 100,
+                        execution_id: None,
                     };
                     tx.claim_nonce(key, &claim, 10)?;
                 }
                 let owed = PendingSettlement {
+                    resume_before: None,
+                    resume: None,
                     agent: "helper".into(),
                     valid_before: 100,
                     body: serde_json::json!({}),

@@ -1,36 +1,33 @@
 //! Paid chat over x402 against a facilitator stub on 127.0.0.1: the offer and the challenge,
 //! a paid turn settled once, replays refused, paid visitor sessions, and the v1 protocol.
-//! Refusals and faults are in `paid/faults.rs`, restarts in `paid/crash.rs`.
+//! Refusals and faults are in `paid/faults.rs`, the facilitator's `/verify` in `paid/funds.rs`,
+//! receipts of undecided settlements in `paid/receipts.rs`, withheld replies and the model's
+//! history in `paid/history.rs`, restarts in `paid/crash.rs`.
 
 mod crash;
 mod faults;
+mod funds;
+mod history;
 pub mod payer;
+mod receipts;
 pub mod stub;
 
 use crate::support::*;
 use hyper::Method;
-use outpost::config::{builtin_networks, AgentConfig, PaidConfig};
-use outpost::paid::evm::{parse_uint256, Address};
+use outpost::config::{AgentConfig, Config, PaidConfig};
 use payer::{decode, Payment, PAYER_KEY, PAY_TO};
 use serde_json::{json, Value};
 use std::time::Duration;
 use stub::{Mode, Stub};
 
-/// The `paid` section of the test agents: 10000 units of Base Sepolia USDC per turn.
+/// The `paid` section of the test agents: 10000 units of Base Sepolia USDC per turn, read
+/// through the configuration file's parser so that every other key keeps its default.
 pub fn paid_config(facilitator_url: &str) -> PaidConfig {
-    PaidConfig {
-        price: "10000".into(),
-        price_word: parse_uint256("10000").unwrap(),
-        network: builtin_networks()["eip155:84532"].clone(),
-        pay_to: Address::parse(PAY_TO).unwrap(),
-        description: "One chat turn with helper".into(),
-        max_timeout_seconds: 300,
-        facilitator_url: facilitator_url.into(),
-        facilitator_auth_header: None,
-        verify_with_facilitator: false,
-        settle_timeout: Duration::from_secs(2),
-        verify_timeout: Duration::from_secs(2),
-    }
+    let text = format!(
+        "[agents.helper]\nengine = {{ kind = \"echo\" }}\n[agents.helper.paid]\nprice = \"10000\"\nnetwork = \"eip155:84532\"\npay_to = \"{PAY_TO}\"\nfacilitator_url = \"{facilitator_url}\"\nsettle_timeout_s = 2\nverify_timeout_s = 2\n"
+    );
+    let config = Config::from_raw(outpost::config::parse(&text).unwrap()).unwrap();
+    config.agents[0].paid.clone().unwrap()
 }
 
 /// An echo agent that takes payments through `stub`.

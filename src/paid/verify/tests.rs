@@ -30,6 +30,7 @@ fn offer() -> Offer {
             facilitator_url: "http://127.0.0.1:9".into(),
             facilitator_auth_header: None,
             verify_with_facilitator: false,
+            unverified_turns_per_minute: 4,
             settle_timeout: Duration::from_secs(1),
             verify_timeout: Duration::from_secs(1),
         },

@@ -5,6 +5,9 @@ use super::callers::{Ids, Turn, Who, World, NOBODY, VAULT};
 use hyper::Method;
 use serde_json::{json, Value};
 
+/// A well-formed receipt id that names no paid turn.
+const NOBODY_RECEIPT: &str = "06h25n6p8vtdyszq6vvadz3a0va9k02r00g0";
+
 /// Who a route is for, and its answer when the caller may use it.
 #[derive(Clone, Copy, Debug)]
 pub enum Access {
@@ -487,6 +490,21 @@ pub fn rows() -> Vec<Row> {
         row(M::POST, "/api/paid/{agent}/chat", Open(402), ONE, |_| {
             with_body(format!("/api/paid/{VAULT}/chat"), json!({"message": "hi"}))
         }),
+        // Without the payment it was paid with, a receipt is not found, whoever asks.
+        row(
+            M::GET,
+            "/api/paid/{agent}/receipts/{id}",
+            Open(404),
+            ONE,
+            |_| req(format!("/api/paid/{VAULT}/receipts/{NOBODY_RECEIPT}")),
+        ),
+        row(
+            M::OPTIONS,
+            "/api/paid/{agent}/receipts/{id}",
+            Open(204),
+            ONE,
+            |_| req(format!("/api/paid/{VAULT}/receipts/{NOBODY_RECEIPT}")),
+        ),
         row(M::OPTIONS, "/api/paid/{agent}/info", Open(204), ONE, |_| {
             req(format!("/api/paid/{VAULT}/info"))
         }),

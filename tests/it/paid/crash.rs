@@ -1,5 +1,6 @@
 //! `kill -9` around a paid turn: a crash between the turn and its settlement is settled at
-//! the next start with the identical body; a crash during the turn is never settled.
+//! the next start with the identical body, and its payer collects the reply by the payment's
+//! nonce; a crash during the turn is never settled.
 
 use super::payer::{Payment, PAYER_KEY, PAY_TO};
 use super::stub::{Mode, Stub};
@@ -16,12 +17,17 @@ fn config(dir: &std::path::Path, stub: &Stub, delay_ms: u64) -> std::path::PathB
     path
 }
 
-/// Starts a paid turn on the daemon in the background (its client dies with the daemon).
-async fn start_paid_turn(daemon: &Process, message: &str) -> tokio::task::JoinHandle<Reply> {
+/// Starts a paid turn on the daemon in the background (its client dies with the daemon);
+/// returns the client's task and its payment.
+async fn start_paid_turn(
+    daemon: &Process,
+    message: &str,
+) -> (tokio::task::JoinHandle<Reply>, Payment) {
     let info = daemon
         .call(Method::GET, "/api/paid/helper/info", None, None)
         .await;
-    let header = Payment::new(PAYER_KEY, &info.json()["accepts"][0]).v2();
+    let payment = Payment::new(PAYER_KEY, &info.json()["accepts"][0]);
+    let header = payment.v2();
     let request = build(
         Method::POST,
         "/api/paid/helper/chat",
@@ -29,7 +35,10 @@ async fn start_paid_turn(daemon: &Process, message: &str) -> tokio::task::JoinHa
         Some(json!({"message": message})),
         &[("payment-signature", &header)],
     );
-    tokio::spawn(send(daemon.addr, None, false, request))
+    (
+        tokio::spawn(send(daemon.addr, None, false, request)),
+        payment,
+    )
 }
 
 /// The payment of the only paid execution, as the admin sees it.
@@ -71,7 +80,7 @@ async fn a_crash_before_settlement_is_settled_at_the_next_start() {
     let config = config(dir.path(), &stub, 0);
     let data = dir.path().join("data");
     let daemon = Process::start(&data, &config).await;
-    let client = start_paid_turn(&daemon, "worth paying for").await;
+    let (client, payment) = start_paid_turn(&daemon, "worth paying for").await;
     let stub_seen = stub.clone();
     eventually(Duration::from_secs(20), || {
         let n = stub_seen.settles().len();
@@ -98,6 +107,37 @@ async fn a_crash_before_settlement_is_settled_at_the_next_start() {
     assert_eq!(record["status"], "success");
     assert_eq!(record["response"], "worth paying for");
     assert!(record["payment"]["transaction"].is_string());
+
+    // The payer never got an answer, so it has no receipt id: the payment's nonce names it.
+    let nonce = payment.authorization["nonce"].as_str().unwrap().to_string();
+    let header = payment.v2();
+    let redeem = |id: String, header: String| {
+        let request = build(
+            Method::GET,
+            &format!("/api/paid/helper/receipts/{id}"),
+            None,
+            None,
+            &[("payment-signature", &header)],
+        );
+        send(daemon.addr, None, false, request)
+    };
+    let reply = redeem(nonce.clone(), header.clone()).await;
+    assert_eq!(reply.status, 200, "{:?}", reply.body);
+    assert_eq!(reply.json()["response"], "worth paying for");
+    assert_eq!(
+        reply.json()["payment"]["transaction"],
+        record["payment"]["transaction"]
+    );
+    let receipt = super::payer::decode(reply.header("payment-response").unwrap());
+    assert_eq!(receipt["success"], true);
+    // The nonce with another payment, or another payment's nonce: nothing.
+    let other = Payment::new(PAYER_KEY, &payment.accepted);
+    let other_nonce = other.authorization["nonce"].as_str().unwrap().to_string();
+    let reply = redeem(nonce, other.v2()).await;
+    reply.assert_error(404, "not_found");
+    let reply = redeem(other_nonce, header).await;
+    reply.assert_error(404, "not_found");
+    assert_eq!(stub.settles().len(), 2);
 }
 
 #[tokio::test]
@@ -108,7 +148,7 @@ async fn a_crash_during_the_turn_is_never_settled() {
     let data = dir.path().join("data");
     let daemon = Process::start(&data, &config).await;
     let words = vec!["word"; 100].join(" ");
-    let client = start_paid_turn(&daemon, &words).await;
+    let (client, _) = start_paid_turn(&daemon, &words).await;
     tokio::time::sleep(Duration::from_millis(800)).await;
     drop(daemon);
     client.abort();

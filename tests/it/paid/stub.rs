@@ -11,16 +11,23 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::net::TcpListener;
 
-/// How the stub answers.
+/// How the stub answers. `/verify` says valid except in `Unfunded` and `Down`; the other
+/// modes are about `/settle`.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Mode {
     /// Settles: `{"success": true, "transaction", …}`.
     Accept,
-    /// Refuses: HTTP 400 `{"success": false, "errorReason": "insufficient_funds", …}`.
+    /// The payer holds too little: `/verify` answers `{"isValid": false, "invalidReason":
+    /// "insufficient_funds"}` and `/settle` refuses the same way, as real facilitators do.
+    Unfunded,
+    /// Verifies, then refuses to settle: HTTP 400 `{"success": false, "errorReason":
+    /// "insufficient_funds", …}` (the funds left between the two).
     Reject,
-    /// HTTP 500 with a body that is not JSON.
+    /// `/settle` answers HTTP 500 with a body that is not JSON.
     Fail,
-    /// Answers only after `delay`.
+    /// Both routes answer HTTP 500.
+    Down,
+    /// `/settle` answers only after `delay`.
     Slow(Duration),
     /// `settlement_pending` every time.
     Pending,
@@ -97,30 +104,28 @@ impl Stub {
             }
             settled_before
         };
-        if let Mode::Slow(delay) = mode {
-            tokio::time::sleep(delay).await;
-        }
         let payer = body["paymentPayload"]["payload"]["authorization"]["from"].clone();
         let network = body["paymentRequirements"]["network"].clone();
         if path == "/verify" {
             return match mode {
-                Mode::Reject => reply(
+                Mode::Unfunded => reply(
                     200,
                     json!({"isValid": false, "invalidReason": "insufficient_funds", "payer": payer}),
                 ),
+                Mode::Down => failure(),
                 _ => reply(200, json!({"isValid": true, "payer": payer})),
             };
         }
+        if let Mode::Slow(delay) = mode {
+            tokio::time::sleep(delay).await;
+        }
         let pending = json!({"success": false, "errorReason": "settlement_pending", "transaction": "", "network": network, "payer": payer});
         match mode {
-            Mode::Reject => reply(
+            Mode::Reject | Mode::Unfunded => reply(
                 400,
                 json!({"success": false, "errorReason": "insufficient_funds", "errorMessage": "the payer has too little USDC", "transaction": "", "network": network, "payer": payer}),
             ),
-            Mode::Fail => Response::builder()
-                .status(500)
-                .body(Full::new(Bytes::from_static(b"internal error")))
-                .unwrap(),
+            Mode::Fail | Mode::Down => failure(),
             Mode::Pending => reply(200, pending),
             Mode::PendingOnce if settled_before == 0 => reply(200, pending),
             _ => reply(
@@ -129,6 +134,13 @@ impl Stub {
             ),
         }
     }
+}
+
+fn failure() -> Response<Full<Bytes>> {
+    Response::builder()
+        .status(500)
+        .body(Full::new(Bytes::from_static(b"internal error")))
+        .unwrap()
 }
 
 fn reply(status: u16, body: Value) -> Response<Full<Bytes>> {
