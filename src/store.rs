@@ -103,6 +103,22 @@ fn decode<T: DeserializeOwned>(table: &'static str, bytes: &[u8]) -> Result<T, E
     }
 }
 
+/// Decodes a value read at start-up: one that cannot be decoded is logged with its key and
+/// set aside (left in the file, skipped), so one bad record cannot keep the daemon down.
+fn decode_or_set_aside<T: DeserializeOwned>(
+    table: &'static str,
+    key: &str,
+    bytes: &[u8],
+) -> Option<T> {
+    match decode(table, bytes) {
+        Ok(value) => Some(value),
+        Err(err) => {
+            tracing::error!(table, key, cause = %err, "a stored record cannot be read; it is set aside");
+            None
+        }
+    }
+}
+
 /// Reads one JSON value from a `&str`-keyed table.
 fn get_json<T: DeserializeOwned>(
     table: &impl ReadableTable<&'static str, &'static [u8]>,

@@ -80,15 +80,19 @@ impl Tx<'_> {
         get_json(&self.txn.open_table(EXECUTIONS)?, "executions", id)
     }
 
-    /// Every execution still queued or running, oldest first.
+    /// Every execution still queued or running that can be read, oldest first.
     pub fn unfinished_executions(&self) -> Result<Vec<Execution>, Error> {
         let unfinished = self.txn.open_table(UNFINISHED)?;
         let executions = self.txn.open_table(EXECUTIONS)?;
         let mut out = Vec::new();
         for entry in unfinished.iter()? {
             let (id, _) = entry?;
-            if let Some(execution) = get_json(&executions, "executions", id.value())? {
-                out.push(execution);
+            if let Some(stored) = executions.get(id.value())? {
+                out.extend(super::decode_or_set_aside(
+                    "executions",
+                    id.value(),
+                    stored.value(),
+                ));
             }
         }
         Ok(out)
