@@ -343,9 +343,12 @@ fn check_name(name: String) -> Result<String, Error> {
 
 fn check_max_messages(max: Option<Number>) -> Result<Option<u32>, Error> {
     max.map(|max| {
-        max.within("max_messages_per_session", bounds::LINK_MESSAGES_PER_SESSION)
-            .map(|n| n as u32)
-            .map_err(|m| Error::Invalid(format!("{m} (or null for no limit)")))
+        max.within(
+            "max_messages_per_session",
+            bounds::LINK_MESSAGES_PER_SESSION,
+        )
+        .map(|n| n as u32)
+        .map_err(|m| Error::Invalid(format!("{m} (or null for no limit)")))
     })
     .transpose()
 }
