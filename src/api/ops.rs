@@ -21,7 +21,8 @@ const DOCS_POLICY: &str = "default-src 'none'; script-src 'unsafe-inline'; \
     style-src 'unsafe-inline'; connect-src 'self'; base-uri 'none'; form-action 'none'; \
     frame-ancestors 'none'";
 
-/// The methods `openapi.json` lists for the path `segments`, as a 405's `Allow` names them.
+/// The methods `openapi.json` lists for the path `segments` (and HEAD beside GET), as a
+/// 405's `Allow` names them.
 /// A `{param}` segment matches any, and the paths with the most literal segments win, as
 /// OpenAPI matches concrete paths before templated ones (`/api/users/me` is not
 /// `/api/users/{username}`). The document is checked against the router
@@ -69,6 +70,10 @@ pub fn allowed_methods(segments: &[&str]) -> String {
                 allowed.push(method);
             }
         }
+    }
+    // Every GET route answers HEAD too.
+    if allowed.contains(&"GET") {
+        allowed.push("HEAD");
     }
     allowed.join(", ")
 }
