@@ -2,6 +2,7 @@
 //! stored, and the daemon starts and serves whatever its store holds.
 
 mod boot;
+mod files;
 mod surface;
 
 use crate::support::*;
