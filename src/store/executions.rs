@@ -40,6 +40,17 @@ impl ExecutionFilter {
 pub struct IdempotencyRecord {
     pub execution_id: String,
     pub created_at: Timestamp,
+    /// SHA-256 of the request the key was first used with (absent in records from before it
+    /// was kept: those match any request).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_digest: Option<String>,
+}
+
+impl IdempotencyRecord {
+    /// True unless the key was first used with another request.
+    pub fn same_request(&self, digest: &str) -> bool {
+        self.request_digest.as_deref().is_none_or(|d| d == digest)
+    }
 }
 
 fn idempotency_in(

@@ -115,3 +115,53 @@ async fn the_docs_page_sends_its_policy() {
     assert_eq!(docs.header("x-content-type-options"), Some("nosniff"));
     assert_eq!(docs.header("referrer-policy"), Some("no-referrer"));
 }
+
+/// A chat turn or task with an `Idempotency-Key`.
+async fn with_key(
+    server: &TestServer,
+    token: &str,
+    route: &str,
+    key: &str,
+    message: &str,
+) -> Reply {
+    let request = build(
+        Method::POST,
+        &format!("/api/agents/echo/{route}"),
+        Some(token),
+        Some(serde_json::json!({"message": message})),
+        &[("idempotency-key", key), ("accept", "application/json")],
+    );
+    server.send(request).await
+}
+
+/// Regression: a key sent again with another body got the first request's answer.
+#[tokio::test]
+async fn an_idempotency_key_reused_with_another_body_is_refused() {
+    let server = TestServer::start().await;
+    let token = server.admin().await;
+    let first = with_key(&server, &token, "chat", "k-1", "first").await;
+    assert_eq!(first.status, 200);
+    let again = with_key(&server, &token, "chat", "k-1", "first").await;
+    assert_eq!(again.status, 200);
+    assert_eq!(again.header("x-idempotent-replay"), Some("true"));
+    with_key(&server, &token, "chat", "k-1", "second")
+        .await
+        .assert_error(422, "idempotency_key_reused");
+    with_key(&server, &token, "task", "k-1", "first")
+        .await
+        .assert_error(422, "idempotency_key_reused");
+
+    let task = with_key(&server, &token, "task", "k-2", "a task").await;
+    assert_eq!(task.status, 200, "{:?}", task.body);
+    let again = with_key(&server, &token, "task", "k-2", "a task").await;
+    assert_eq!(again.header("x-idempotent-replay"), Some("true"));
+    with_key(&server, &token, "task", "k-2", "another task")
+        .await
+        .assert_error(422, "idempotency_key_reused");
+    // Nothing of the refused requests ran.
+    let executions = server
+        .get("/api/agents/echo/executions", &token)
+        .await
+        .json();
+    assert_eq!(executions["executions"].as_array().unwrap().len(), 2);
+}
