@@ -108,7 +108,7 @@ impl Number {
     pub fn within(self, field: &str, range: Range) -> Result<u64, String> {
         match self {
             Number::Whole(value) => range.check(field, value),
-            Number::Real(value) if value.fract() == 0.0 && value >= 0.0 && value <= 1e15 => {
+            Number::Real(value) if value.fract() == 0.0 && (0.0..=1e15).contains(&value) => {
                 range.check(field, value as u64)
             }
             _ => Err(range.message(field)),
