@@ -231,6 +231,12 @@ async fn start_up_sets_aside_stored_records_it_cannot_use() {
                 .unwrap()
                 .insert("01BADEXECUTION", ())
                 .unwrap();
+            let owed: redb::TableDefinition<&str, &[u8]> =
+                redb::TableDefinition::new("pending_settlements");
+            txn.open_table(owed)
+                .unwrap()
+                .insert("01BADSETTLEMENT", b"\x01[".as_slice())
+                .unwrap();
             let queue: redb::TableDefinition<u64, &str> = redb::TableDefinition::new("task_queue");
             txn.open_table(queue)
                 .unwrap()
