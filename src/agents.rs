@@ -226,6 +226,22 @@ fn config_of(record: &AgentRecord) -> AgentConfig {
     }
 }
 
+/// Checks a stored API agent as `POST /api/agents` checks a new one: a record written before
+/// the ranges existed (or by hand) must not reach `Semaphore::new`.
+fn usable(record: &AgentRecord) -> Result<(), String> {
+    use crate::config::bounds;
+    bounds::AGENT_MAX_CONCURRENT.check_usize("max_concurrent", record.max_concurrent)?;
+    bounds::AGENT_QUEUE_CAPACITY.check_usize("queue_capacity", record.queue_capacity)?;
+    bounds::AGENT_TIMEOUT_SECONDS.check("timeout_seconds", record.timeout_seconds)?;
+    if let crate::config::EngineConfig::Echo { delay_ms } = record.engine {
+        bounds::ECHO_DELAY_MS.check("engine.delay_ms", delay_ms)?;
+    }
+    if !crate::config::valid_agent_name(&record.name) {
+        return Err("name is not an agent name".into());
+    }
+    Ok(())
+}
+
 /// The agents of this daemon.
 pub struct Agents {
     agents: RwLock<BTreeMap<String, Arc<Agent>>>,
@@ -280,6 +296,10 @@ impl Agents {
             agents.insert(agent.config.name.clone(), Arc::new(agent));
         }
         for record in stored.into_values().filter(|r| r.source == "api") {
+            if let Err(message) = usable(&record) {
+                tracing::error!(agent = %record.name, %message, "a stored agent has values outside their ranges; it is not served (its record is kept)");
+                continue;
+            }
             let agent = stored_agent(&record, &freed, &allow);
             agents.insert(record.name.clone(), Arc::new(agent));
         }

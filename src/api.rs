@@ -33,11 +33,15 @@ pub use token::check_scope;
 /// Answers one request.
 pub async fn handle(app: &App, request: Request<Incoming>, peer: SocketAddr) -> Response {
     let started = Instant::now();
+    let head = request.method() == Method::HEAD;
     let (route, result) = dispatch(app, request, peer).await;
-    let response = match result {
+    let mut response = match result {
         Ok(response) => response,
         Err(err) => body::error(&err),
     };
+    if head {
+        response = without_body(response);
+    }
     app.metrics()
         .record_request(route, response.status().as_u16(), started.elapsed());
     response
@@ -51,8 +55,14 @@ async fn dispatch(
     let path = request.uri().path().to_string();
     let segments: Vec<&str> = path.split('/').skip(1).collect();
     let method = request.method().clone();
+    // HEAD is answered as GET, without the body (`handle` drops it).
+    let routed = if method == Method::HEAD {
+        Method::GET
+    } else {
+        method.clone()
+    };
     use Method as M;
-    match (&method, segments.as_slice()) {
+    match (&routed, segments.as_slice()) {
         (&M::GET, ["healthz"]) => ("/healthz", ops::healthz()),
         (&M::GET, ["readyz"]) => ("/readyz", ops::readyz(app).await),
         (&M::GET, ["metrics"]) => ("/metrics", ops::metrics(app, &request, peer)),
@@ -228,6 +238,21 @@ async fn dispatch(
         ),
         _ => ("unmatched", Ok(unmatched(&method, &segments))),
     }
+}
+
+/// The answer to HEAD: the GET answer's status and headers, its length when known, no body.
+/// hyper leaves out the body of a HEAD answer on HTTP/1 but not in every case on HTTP/2, and
+/// a streamed body would keep its producer running for nothing.
+fn without_body(response: Response) -> Response {
+    use hyper::body::Body as _;
+    let (mut parts, body) = response.into_parts();
+    if let Some(length) = body.size_hint().exact() {
+        parts
+            .headers
+            .entry(hyper::header::CONTENT_LENGTH)
+            .or_insert_with(|| length.into());
+    }
+    Response::from_parts(parts, body::Body::empty())
 }
 
 /// 405 for a known path with another method, with the methods it takes in `Allow` (RFC 9110

@@ -37,6 +37,8 @@ pub enum Error {
     SessionClosed,
     #[error("a request with this Idempotency-Key is still running")]
     DuplicateInFlight { execution_id: String },
+    #[error("this Idempotency-Key was used with another request; a new request needs a new key")]
+    IdempotencyKeyReused,
     #[error("message must not be empty")]
     EmptyMessage,
     #[error("invalid cursor")]
@@ -244,6 +246,9 @@ impl Chat {
             .read(move |r| r.idempotency(&[&agent, &user, &key]))
             .await?;
         match found.filter(fresh) {
+            Some(record) if !record.same_request(&request.digest()) => {
+                Err(Error::IdempotencyKeyReused)
+            }
             Some(record) => self.replay_or_conflict(record).await.map(Some),
             None => Ok(None),
         }
@@ -282,6 +287,25 @@ fn fresh(record: &IdempotencyRecord) -> bool {
     Timestamp::now().0 - record.created_at.0 < IDEMPOTENCY_WINDOW_MS
 }
 
+/// The digest kept with an idempotency key: of the fields that make the request what it is,
+/// so a key sent again with another message (or as a task instead of a turn) is refused
+/// rather than answered with the first request's result.
+pub(crate) fn request_digest(request: &serde_json::Value) -> String {
+    crate::ids::sha256_hex(request.to_string().as_bytes())
+}
+
+impl TurnRequest {
+    fn digest(&self) -> String {
+        request_digest(&serde_json::json!({
+            "kind": self.kind,
+            "message": self.message,
+            "session_id": self.session_id,
+            "new_session": self.new_session,
+            "model": self.model,
+        }))
+    }
+}
+
 /// The parts of a request the creation transaction needs.
 struct Plan {
     agent: String,
@@ -292,6 +316,7 @@ struct Plan {
     new_session: bool,
     model: Option<String>,
     idempotency_key: Option<String>,
+    request_digest: String,
     kind: ExecutionKind,
     source: &'static str,
     execution_id: String,
@@ -310,6 +335,7 @@ impl Plan {
             new_session: request.new_session,
             model: request.model.clone().or_else(|| request.agent.model()),
             idempotency_key: request.idempotency_key.clone(),
+            request_digest: request.digest(),
             kind: request.kind,
             source: request.source,
             execution_id,
@@ -332,6 +358,9 @@ impl Plan {
         if let Some(parts) = &key_parts {
             let parts: Vec<&str> = parts.iter().map(String::as_str).collect();
             if let Some(record) = tx.idempotency(&parts)?.filter(fresh) {
+                if !record.same_request(&self.request_digest) {
+                    return Ok(Admission::Rejected(Error::IdempotencyKeyReused));
+                }
                 return Ok(Admission::Duplicate(record));
             }
         }
@@ -412,6 +441,7 @@ impl Plan {
             let record = IdempotencyRecord {
                 execution_id: self.execution_id.clone(),
                 created_at: now,
+                request_digest: Some(self.request_digest.clone()),
             };
             tx.put_idempotency(&parts, &record)?;
         }

@@ -5,6 +5,7 @@
 //! Layers, later wins: built-in defaults, the file (`--config`, `OUTPOST_CONFIG`, else
 //! `/etc/outpost/outpost.toml` when it exists), `OUTPOST_LISTEN` / `OUTPOST_DATA_DIR`, CLI flags.
 
+pub mod bounds;
 mod paid;
 mod raw;
 mod voice;
@@ -266,12 +267,8 @@ impl Config {
                 ));
             }
         }
-        let nonzero = |key: &str, value: usize| {
-            if value == 0 {
-                Err(invalid(key, "must be greater than 0"))
-            } else {
-                Ok(value)
-            }
+        let within = |key: &str, value: usize, range: bounds::Range| {
+            range.check_usize(key, value).map_err(|m| invalid(key, m))
         };
         let data_dir = raw.store.data_dir.trim();
         if data_dir.is_empty() {
@@ -302,36 +299,75 @@ impl Config {
         Ok(Config {
             listen,
             public_url: Some(raw.server.public_url).filter(|u| !u.is_empty()),
-            max_connections: nonzero("server.max_connections", raw.server.max_connections)?,
-            max_connections_per_client: raw.server.max_connections_per_client,
-            max_body_bytes: nonzero("server.max_body_bytes", raw.server.max_body_bytes)?,
-            header_timeout: Duration::from_secs(nonzero(
+            max_connections: within(
+                "server.max_connections",
+                raw.server.max_connections,
+                bounds::MAX_CONNECTIONS,
+            )?,
+            max_connections_per_client: within(
+                "server.max_connections_per_client",
+                raw.server.max_connections_per_client,
+                bounds::MAX_CONNECTIONS_PER_CLIENT,
+            )?,
+            max_body_bytes: within(
+                "server.max_body_bytes",
+                raw.server.max_body_bytes,
+                bounds::MAX_BODY_BYTES,
+            )?,
+            header_timeout: seconds(
                 "server.header_timeout_s",
-                raw.server.header_timeout_s as usize,
-            )? as u64),
-            body_timeout: seconds("server.body_timeout_s", raw.server.body_timeout_s)?,
-            write_timeout: seconds("server.write_timeout_s", raw.server.write_timeout_s)?,
-            shutdown_timeout: Duration::from_secs(raw.server.shutdown_timeout_s),
+                raw.server.header_timeout_s,
+                bounds::HEADER_TIMEOUT_SECONDS,
+            )?,
+            body_timeout: seconds(
+                "server.body_timeout_s",
+                raw.server.body_timeout_s,
+                bounds::IO_TIMEOUT_SECONDS,
+            )?,
+            write_timeout: seconds(
+                "server.write_timeout_s",
+                raw.server.write_timeout_s,
+                bounds::IO_TIMEOUT_SECONDS,
+            )?,
+            shutdown_timeout: seconds(
+                "server.shutdown_timeout_s",
+                raw.server.shutdown_timeout_s,
+                bounds::SHUTDOWN_TIMEOUT_SECONDS,
+            )?,
             allow_plain_on_network: raw.server.allow_plain_on_network,
             mdns: raw.server.mdns,
             tls,
             data_dir: absolute(data_dir),
-            store_cache_bytes: nonzero("store.cache_mb", raw.store.cache_mb)? << 20,
-            token_ttl: parse_duration(&raw.auth.token_ttl)
-                .map_err(|m| invalid("auth.token_ttl", m))?,
-            login_attempts_per_minute: nonzero(
+            store_cache_bytes: within("store.cache_mb", raw.store.cache_mb, bounds::CACHE_MB)?
+                << 20,
+            token_ttl: duration_within(
+                "auth.token_ttl",
+                &raw.auth.token_ttl,
+                bounds::TOKEN_TTL_SECONDS,
+            )?,
+            login_attempts_per_minute: within(
                 "auth.login_attempts_per_minute",
                 raw.auth.login_attempts_per_minute as usize,
+                bounds::LOGIN_ATTEMPTS_PER_MINUTE,
             )? as u32,
-            password_hash_threads: nonzero(
+            password_hash_threads: within(
                 "auth.password_hash_threads",
                 raw.auth.password_hash_threads,
+                bounds::PASSWORD_HASH_THREADS,
             )?,
-            password_hash_queue: nonzero("auth.password_hash_queue", raw.auth.password_hash_queue)?,
+            password_hash_queue: within(
+                "auth.password_hash_queue",
+                raw.auth.password_hash_queue,
+                bounds::PASSWORD_HASH_QUEUE,
+            )?,
             users_may_create_agents: raw.auth.users_may_create_agents,
-            default_engine: raw.defaults.engine.unwrap_or_default(),
-            workers: nonzero("pool.workers", raw.pool.workers)?,
-            queue_capacity: nonzero("pool.queue_capacity", raw.pool.queue_capacity)?,
+            default_engine: check_engine_numbers("defaults.engine", raw.defaults.engine)?,
+            workers: within("pool.workers", raw.pool.workers, bounds::POOL_WORKERS)?,
+            queue_capacity: within(
+                "pool.queue_capacity",
+                raw.pool.queue_capacity,
+                bounds::POOL_QUEUE_CAPACITY,
+            )?,
             log_level: raw.log.level,
             log_format,
             agents,
@@ -344,21 +380,12 @@ impl Config {
     }
 }
 
-/// A timeout of at least one second.
-fn seconds(key: &str, value: u64) -> Result<Duration, Error> {
-    if value == 0 {
-        return Err(invalid(key, "must be greater than 0"));
-    }
-    Ok(Duration::from_secs(value))
-}
-
 fn public_from_raw(raw: RawPublic) -> Result<PublicConfig, Error> {
-    let positive = |key: &str, value: u32| {
-        if value == 0 {
-            Err(invalid(key, "must be greater than 0"))
-        } else {
-            Ok(value)
-        }
+    let positive = |key: &str, value: u32, range: bounds::Range| {
+        range
+            .check(key, u64::from(value))
+            .map(|v| v as u32)
+            .map_err(|m| invalid(key, m))
     };
     let trusted_proxies = raw
         .trusted_proxies
@@ -376,28 +403,51 @@ fn public_from_raw(raw: RawPublic) -> Result<PublicConfig, Error> {
         requests_per_minute_per_ip: positive(
             "public.requests_per_minute_per_ip",
             raw.requests_per_minute_per_ip,
+            bounds::REQUESTS_PER_MINUTE_PER_IP,
         )?,
         default_link_rate_limit_per_minute: positive(
             "public.default_link_rate_limit_per_minute",
             raw.default_link_rate_limit_per_minute,
-        )
-        .and_then(link_rate)?,
+            bounds::LINK_RATE_PER_MINUTE,
+        )?,
         trusted_proxies,
     })
 }
 
-/// Highest `rate_limit_per_minute` a public link may have (and so its default).
-pub const MAX_LINK_RATE_PER_MINUTE: u32 = 10_000;
+/// Seconds in `range`, as a duration.
+fn seconds(key: &str, value: u64, range: bounds::Range) -> Result<Duration, Error> {
+    range
+        .check(key, value)
+        .map(Duration::from_secs)
+        .map_err(|m| invalid(key, m))
+}
 
-/// The default rate of links: a rate a link may have, or every link made without one fails.
-fn link_rate(rate: u32) -> Result<u32, Error> {
-    if rate > MAX_LINK_RATE_PER_MINUTE {
+/// A duration written as text (`"12h"`) whose whole seconds are in `range`.
+pub(crate) fn duration_within(
+    key: &str,
+    text: &str,
+    range: bounds::Range,
+) -> Result<Duration, Error> {
+    let duration = parse_duration(text).map_err(|m| invalid(key, m))?;
+    let whole = duration.as_secs() + u64::from(duration.subsec_nanos() > 0);
+    if !range.contains(whole) {
         return Err(invalid(
-            "public.default_link_rate_limit_per_minute",
-            format!("must be at most {MAX_LINK_RATE_PER_MINUTE}"),
+            key,
+            format!("must be from {} s to {} s", range.min, range.max),
         ));
     }
-    Ok(rate)
+    Ok(duration)
+}
+
+/// The engine's own numbers, checked as the API checks them.
+fn check_engine_numbers(key: &str, engine: Option<EngineConfig>) -> Result<EngineConfig, Error> {
+    let engine = engine.unwrap_or_default();
+    if let EngineConfig::Echo { delay_ms } = engine {
+        bounds::ECHO_DELAY_MS
+            .check("delay_ms", delay_ms)
+            .map_err(|m| invalid(format!("{key}.delay_ms"), m))?;
+    }
+    Ok(engine)
 }
 
 fn default_agent() -> AgentConfig {
@@ -429,14 +479,15 @@ fn agent_from_raw(
             "agent names are 1-63 lowercase letters, digits and '-', starting with a letter",
         ));
     }
-    if raw.max_concurrent == 0 {
-        return Err(invalid(key("max_concurrent"), "must be greater than 0"));
-    }
-    if raw.queue_capacity == 0 {
-        return Err(invalid(key("queue_capacity"), "must be greater than 0"));
-    }
-    let timeout = parse_duration(&raw.timeout).map_err(|m| invalid(key("timeout"), m))?;
-    match &raw.engine {
+    bounds::AGENT_MAX_CONCURRENT
+        .check_usize("max_concurrent", raw.max_concurrent)
+        .map_err(|m| invalid(key("max_concurrent"), m))?;
+    bounds::AGENT_QUEUE_CAPACITY
+        .check_usize("queue_capacity", raw.queue_capacity)
+        .map_err(|m| invalid(key("queue_capacity"), m))?;
+    let timeout = duration_within(&key("timeout"), &raw.timeout, bounds::AGENT_TIMEOUT_SECONDS)?;
+    let engine = check_engine_numbers(&key("engine"), Some(raw.engine))?;
+    match &engine {
         EngineConfig::Command { program, .. } if program.trim().is_empty() => {
             return Err(invalid(key("engine.program"), "must not be empty"));
         }
@@ -459,7 +510,7 @@ fn agent_from_raw(
         description: raw.description,
         owner: raw.owner,
         shared_with: raw.shared_with,
-        engine: raw.engine,
+        engine,
         max_concurrent: raw.max_concurrent,
         timeout,
         queue_capacity: raw.queue_capacity,

@@ -97,7 +97,16 @@ pub async fn request_backup(data_dir: &Path, target: &Path) -> io::Result<Option
         }
     };
     let partial = PathBuf::from(format!("{}.partial", target.display()));
-    let mut file = tokio::fs::File::create(&partial).await?;
+    // A backup holds every account's hash and every conversation: owner only, whatever the umask.
+    let mut file = tokio::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&partial)
+        .await?;
+    file.set_permissions(std::fs::Permissions::from_mode(0o600))
+        .await?;
     let copied = tokio::io::copy(&mut (&mut reader).take(length), &mut file).await?;
     if copied != length {
         let _ = tokio::fs::remove_file(&partial).await;

@@ -162,6 +162,11 @@ impl From<chat::Error> for ApiError {
                 ApiError::new(StatusCode::CONFLICT, "idempotent_in_flight", &err)
                     .with("execution_id", id)
             }
+            IdempotencyKeyReused => ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "idempotency_key_reused",
+                &err,
+            ),
             EmptyMessage => ApiError::invalid(&err),
             BadCursor => ApiError::bad_request(&err),
             Store(cause) => cause.into(),

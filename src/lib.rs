@@ -37,7 +37,7 @@ use app::App;
 use config::Config;
 use shutdown::{Shutdown, Trigger};
 use std::net::SocketAddr;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::sync::Arc;
 use tokio::task::JoinHandle;
 
@@ -110,7 +110,10 @@ pub async fn start_with(
 ) -> anyhow::Result<Daemon> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let data_dir = config.data_dir.clone();
-    std::fs::create_dir_all(&data_dir)
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&data_dir)
         .with_context(|| format!("creating the data dir {}", data_dir.display()))?;
     let _ = std::fs::set_permissions(&data_dir, std::fs::Permissions::from_mode(0o700));
     let store = {

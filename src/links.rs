@@ -20,6 +20,7 @@ use crate::agents::{self, Agent, Agents};
 use crate::auth::Caller;
 use crate::chat::{self, Chat};
 use crate::clock::Timestamp;
+use crate::config::bounds::{self, Number};
 use crate::config::PublicConfig;
 use crate::records::LinkRecord;
 use crate::store::{self, Store};
@@ -33,8 +34,6 @@ pub const DEFAULT_EXPIRY_MS: i64 = 30 * 24 * 3600 * 1000;
 const TOKEN_BYTES: usize = 32;
 /// Longest link name, in characters.
 const MAX_NAME_CHARS: usize = 100;
-/// Highest `rate_limit_per_minute` a link may have.
-const MAX_RATE_PER_MINUTE: u32 = crate::config::MAX_LINK_RATE_PER_MINUTE;
 
 /// What can go wrong with public links, for owners and for visitors.
 #[derive(Debug, thiserror::Error)]
@@ -75,8 +74,8 @@ pub struct NewLink {
     /// Absent: in 30 days; `null`: never.
     #[serde(default, deserialize_with = "present")]
     pub expires_at: Option<Option<Timestamp>>,
-    pub max_messages_per_session: Option<u32>,
-    pub rate_limit_per_minute: Option<u32>,
+    pub max_messages_per_session: Option<Number>,
+    pub rate_limit_per_minute: Option<Number>,
 }
 
 /// `PATCH /api/agents/{name}/public-links/{id}`: only the fields given change.
@@ -88,8 +87,8 @@ pub struct LinkPatch {
     #[serde(default, deserialize_with = "present")]
     pub expires_at: Option<Option<Timestamp>>,
     #[serde(default, deserialize_with = "present")]
-    pub max_messages_per_session: Option<Option<u32>>,
-    pub rate_limit_per_minute: Option<u32>,
+    pub max_messages_per_session: Option<Option<Number>>,
+    pub rate_limit_per_minute: Option<Number>,
 }
 
 /// A new link with its token, which exists only in this answer.
@@ -198,9 +197,10 @@ impl Links {
             }
             Some(Some(at)) => Some(at),
         };
-        let rate = new
-            .rate_limit_per_minute
-            .unwrap_or(self.inner.config.default_link_rate_limit_per_minute);
+        let rate = match new.rate_limit_per_minute {
+            Some(rate) => check_rate(rate)?,
+            None => self.inner.config.default_link_rate_limit_per_minute,
+        };
         // The agent's name leads the token, so a proxy in front of several boxes can route it.
         let token = format!("{}.{}", agent.name(), crate::ids::random_token(TOKEN_BYTES));
         let link = LinkRecord {
@@ -213,7 +213,7 @@ impl Links {
             expires_at,
             enabled: true,
             max_messages_per_session: check_max_messages(new.max_messages_per_session)?,
-            rate_limit_per_minute: check_rate(rate)?,
+            rate_limit_per_minute: rate,
             visitors: 0,
             messages: 0,
             last_used_at: None,
@@ -341,21 +341,20 @@ fn check_name(name: String) -> Result<String, Error> {
     Ok(name)
 }
 
-fn check_max_messages(max: Option<u32>) -> Result<Option<u32>, Error> {
-    match max {
-        Some(0) => Err(Error::Invalid(
-            "max_messages_per_session must be at least 1 (or null for no limit)".into(),
-        )),
-        other => Ok(other),
-    }
+fn check_max_messages(max: Option<Number>) -> Result<Option<u32>, Error> {
+    max.map(|max| {
+        max.within(
+            "max_messages_per_session",
+            bounds::LINK_MESSAGES_PER_SESSION,
+        )
+        .map(|n| n as u32)
+        .map_err(|m| Error::Invalid(format!("{m} (or null for no limit)")))
+    })
+    .transpose()
 }
 
-fn check_rate(rate: u32) -> Result<u32, Error> {
-    if (1..=MAX_RATE_PER_MINUTE).contains(&rate) {
-        Ok(rate)
-    } else {
-        Err(Error::Invalid(format!(
-            "rate_limit_per_minute must be from 1 to {MAX_RATE_PER_MINUTE}"
-        )))
-    }
+fn check_rate(rate: Number) -> Result<u32, Error> {
+    rate.within("rate_limit_per_minute", bounds::LINK_RATE_PER_MINUTE)
+        .map(|n| n as u32)
+        .map_err(Error::Invalid)
 }

@@ -80,6 +80,18 @@ storage_errors!(
     redb::DatabaseError
 );
 
+/// Makes `path` a file only its owner may read and write (0600) whatever the umask: created
+/// empty when missing (redb initialises an empty file), narrowed when it exists.
+pub(crate) fn make_private(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(path)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+}
+
 /// Encodes a value: a version byte, then JSON.
 fn encode<T: Serialize>(value: &T) -> Vec<u8> {
     let mut out = vec![VALUE_VERSION];
@@ -100,6 +112,22 @@ fn decode<T: DeserializeOwned>(table: &'static str, bytes: &[u8]) -> Result<T, E
             table,
             message: "unknown value version".into(),
         }),
+    }
+}
+
+/// Decodes a value read at start-up: one that cannot be decoded is logged with its key and
+/// set aside (left in the file, skipped), so one bad record cannot keep the daemon down.
+fn decode_or_set_aside<T: DeserializeOwned>(
+    table: &'static str,
+    key: &str,
+    bytes: &[u8],
+) -> Option<T> {
+    match decode(table, bytes) {
+        Ok(value) => Some(value),
+        Err(err) => {
+            tracing::error!(table, key, cause = %err, "a stored record cannot be read; it is set aside");
+            None
+        }
     }
 }
 
@@ -163,6 +191,8 @@ impl Store {
     /// an edge box's memory cannot spare; the cache grows with use up to this size).
     pub fn open_with_cache(data_dir: &Path, cache_bytes: usize) -> Result<Store, Error> {
         let path = data_dir.join(STORE_FILE);
+        make_private(&path)
+            .map_err(|err| Error::Storage(format!("creating {}: {err}", path.display())))?;
         let db = match redb::Builder::new()
             .set_cache_size(cache_bytes)
             .create(&path)

@@ -236,7 +236,13 @@ impl Pool {
         let mut restored = 0;
         for (position, execution_id) in queue {
             let id = execution_id.clone();
-            let execution = self.inner.store.read(move |r| r.execution(&id)).await?;
+            let execution = match self.inner.store.read(move |r| r.execution(&id)).await {
+                Ok(execution) => execution,
+                Err(err) => {
+                    tracing::error!(%execution_id, cause = %err, "a queued task's execution cannot be read; it is set aside");
+                    continue;
+                }
+            };
             let Some(execution) =
                 execution.filter(|e| e.status == crate::records::ExecutionStatus::Queued)
             else {

@@ -6,6 +6,7 @@
 use super::{build, Agent, Agents, Error, Shared};
 use crate::auth::Caller;
 use crate::clock::Timestamp;
+use crate::config::bounds::{self, Number, Range};
 use crate::config::{valid_agent_name, AgentConfig, EngineConfig};
 use crate::http::outbound::OutboundPolicy;
 use serde::Deserialize;
@@ -17,21 +18,21 @@ use std::time::Duration;
 #[derive(Clone, Debug, Deserialize)]
 #[serde(untagged)]
 pub enum TimeoutValue {
-    Seconds(u64),
     Text(String),
+    Seconds(Number),
 }
 
 impl TimeoutValue {
     fn duration(&self) -> Result<Duration, Error> {
-        let duration = match self {
-            TimeoutValue::Seconds(seconds) => Duration::from_secs(*seconds),
-            TimeoutValue::Text(text) => crate::config::parse_duration(text)
-                .map_err(|m| Error::Invalid(format!("timeout: {m}")))?,
-        };
-        if duration.is_zero() {
-            return Err(Error::Invalid("timeout must be greater than 0".into()));
+        let range = bounds::AGENT_TIMEOUT_SECONDS;
+        match self {
+            TimeoutValue::Seconds(seconds) => seconds
+                .within("timeout", range)
+                .map(Duration::from_secs)
+                .map_err(|m| Error::Invalid(format!("{m} (seconds)"))),
+            TimeoutValue::Text(text) => crate::config::duration_within("timeout", text, range)
+                .map_err(|err| Error::Invalid(err.to_string())),
         }
-        Ok(duration)
     }
 }
 
@@ -43,8 +44,8 @@ pub struct NewAgent {
     pub display_name: Option<String>,
     pub description: Option<String>,
     pub engine: Option<EngineConfig>,
-    pub max_concurrent: Option<usize>,
-    pub queue_capacity: Option<usize>,
+    pub max_concurrent: Option<Number>,
+    pub queue_capacity: Option<Number>,
     pub timeout: Option<TimeoutValue>,
     pub voice: Option<bool>,
 }
@@ -56,8 +57,8 @@ pub struct AgentPatch {
     pub display_name: Option<String>,
     pub description: Option<String>,
     pub engine: Option<EngineConfig>,
-    pub max_concurrent: Option<usize>,
-    pub queue_capacity: Option<usize>,
+    pub max_concurrent: Option<Number>,
+    pub queue_capacity: Option<Number>,
     pub timeout: Option<TimeoutValue>,
     pub voice: Option<bool>,
 }
@@ -80,6 +81,15 @@ fn check_engine(caller: &Caller, engine: &EngineConfig) -> Result<(), Error> {
             )));
         }
         _ => {}
+    }
+    check_engine_numbers(engine)
+}
+
+fn check_engine_numbers(engine: &EngineConfig) -> Result<(), Error> {
+    if let EngineConfig::Echo { delay_ms } = engine {
+        bounds::ECHO_DELAY_MS
+            .check("engine.delay_ms", *delay_ms)
+            .map_err(Error::Invalid)?;
     }
     Ok(())
 }
@@ -108,10 +118,13 @@ async fn check_outbound(
     Ok(policy)
 }
 
-fn at_least_one(field: &str, value: Option<usize>, default: usize) -> Result<usize, Error> {
+/// The value given, in `range`, or `default` when none was given.
+fn count(field: &str, value: Option<Number>, range: Range, default: usize) -> Result<usize, Error> {
     match value {
-        Some(0) => Err(Error::Invalid(format!("{field} must be at least 1"))),
-        Some(n) => Ok(n),
+        Some(number) => number
+            .within(field, range)
+            .map(|n| n as usize)
+            .map_err(Error::Invalid),
         None => Ok(default),
     }
 }
@@ -158,13 +171,23 @@ impl Agents {
             owner: caller.username.clone(),
             shared_with: Vec::new(),
             engine,
-            max_concurrent: at_least_one("max_concurrent", new.max_concurrent, 4)?,
+            max_concurrent: count(
+                "max_concurrent",
+                new.max_concurrent,
+                bounds::AGENT_MAX_CONCURRENT,
+                4,
+            )?,
             timeout: new
                 .timeout
                 .map(|t| t.duration())
                 .transpose()?
                 .unwrap_or(Duration::from_secs(600)),
-            queue_capacity: at_least_one("queue_capacity", new.queue_capacity, 100)?,
+            queue_capacity: count(
+                "queue_capacity",
+                new.queue_capacity,
+                bounds::AGENT_QUEUE_CAPACITY,
+                100,
+            )?,
             voice: new.voice.unwrap_or(false),
             paid: None,
             name: new.name,
@@ -222,14 +245,16 @@ impl Agents {
         if let Some(description) = patch.description {
             config.description = description;
         }
-        config.max_concurrent = at_least_one(
+        config.max_concurrent = count(
             "max_concurrent",
             patch.max_concurrent,
+            bounds::AGENT_MAX_CONCURRENT,
             config.max_concurrent,
         )?;
-        config.queue_capacity = at_least_one(
+        config.queue_capacity = count(
             "queue_capacity",
             patch.queue_capacity,
+            bounds::AGENT_QUEUE_CAPACITY,
             config.queue_capacity,
         )?;
         if let Some(timeout) = patch.timeout {

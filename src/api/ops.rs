@@ -15,8 +15,14 @@ use std::sync::OnceLock;
 pub const OPENAPI: &str = include_str!("openapi.json");
 /// The interactive page for it; it loads `/openapi.json` and nothing from elsewhere.
 const DOCS_PAGE: &str = include_str!("docs.html");
+/// The docs page runs its own inline script and style and talks to this origin, nothing else;
+/// no other site may frame it.
+const DOCS_POLICY: &str = "default-src 'none'; script-src 'unsafe-inline'; \
+    style-src 'unsafe-inline'; connect-src 'self'; base-uri 'none'; form-action 'none'; \
+    frame-ancestors 'none'";
 
-/// The methods `openapi.json` lists for the path `segments`, as a 405's `Allow` names them.
+/// The methods `openapi.json` lists for the path `segments` (and HEAD beside GET), as a
+/// 405's `Allow` names them.
 /// A `{param}` segment matches any, and the paths with the most literal segments win, as
 /// OpenAPI matches concrete paths before templated ones (`/api/users/me` is not
 /// `/api/users/{username}`). The document is checked against the router
@@ -65,6 +71,10 @@ pub fn allowed_methods(segments: &[&str]) -> String {
             }
         }
     }
+    // Every GET route answers HEAD too.
+    if allowed.contains(&"GET") {
+        allowed.push("HEAD");
+    }
     allowed.join(", ")
 }
 
@@ -111,9 +121,5 @@ pub fn openapi() -> ApiResult {
 
 /// `GET /docs`
 pub fn docs() -> ApiResult {
-    Ok(body::with_type(
-        StatusCode::OK,
-        "text/html; charset=utf-8",
-        Bytes::from_static(DOCS_PAGE.as_bytes()),
-    ))
+    Ok(body::page(DOCS_PAGE, DOCS_POLICY))
 }

@@ -3,6 +3,7 @@
 use super::caller_with_scope;
 use super::chat::{finished_document, idempotency_key};
 use crate::app::App;
+use crate::config::bounds::{self, Number};
 use crate::error::{ApiError, ApiResult};
 use crate::http::body;
 use crate::tasks::{Submitted, TaskRequest};
@@ -21,15 +22,14 @@ struct TaskBody {
     #[serde(default)]
     session_id: Option<String>,
     #[serde(default)]
-    timeout_seconds: Option<u64>,
+    timeout_seconds: Option<Number>,
     #[serde(default)]
     model: Option<String>,
     #[serde(default)]
-    wait_seconds: Option<u64>,
+    wait_seconds: Option<Number>,
 }
 
 const DEFAULT_WAIT_SECONDS: u64 = 120;
-const MAX_WAIT_SECONDS: u64 = 600;
 
 pub async fn submit_task(app: &App, request: Request<Incoming>, name: &str) -> ApiResult {
     let caller = caller_with_scope(app, &request, "tasks")?;
@@ -39,15 +39,17 @@ pub async fn submit_task(app: &App, request: Request<Incoming>, name: &str) -> A
     let cap = agent.config.timeout;
     let timeout = match task.timeout_seconds {
         None => cap,
-        Some(0) => return Err(ApiError::invalid("timeout_seconds must be at least 1")),
-        Some(seconds) => Duration::from_secs(seconds).min(cap),
+        Some(seconds) => seconds
+            .within("timeout_seconds", bounds::AGENT_TIMEOUT_SECONDS)
+            .map(|s| Duration::from_secs(s).min(cap))
+            .map_err(ApiError::invalid)?,
     };
-    let wait = task.wait_seconds.unwrap_or(DEFAULT_WAIT_SECONDS);
-    if wait > MAX_WAIT_SECONDS {
-        return Err(ApiError::invalid(format!(
-            "wait_seconds is at most {MAX_WAIT_SECONDS}"
-        )));
-    }
+    let wait = match task.wait_seconds {
+        None => DEFAULT_WAIT_SECONDS,
+        Some(seconds) => seconds
+            .within("wait_seconds", bounds::TASK_WAIT_SECONDS)
+            .map_err(ApiError::invalid)?,
+    };
     let submitted = app
         .pool()
         .submit(TaskRequest {

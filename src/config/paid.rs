@@ -2,7 +2,7 @@
 //! (`[paid.networks."eip155:…"]`), with Base and Base Sepolia USDC built in.
 //! Pure parsing: nothing here reaches the network.
 
-use super::{invalid, Error, Secret};
+use super::{bounds, invalid, Error, Secret};
 use crate::paid::evm::{parse_uint256, Address, Word};
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -223,17 +223,19 @@ pub fn resolve(
             ));
         }
     }
-    if raw.unverified_turns_per_minute == 0 {
-        return Err(invalid(
-            key("unverified_turns_per_minute"),
-            "must be at least 1 (verify_with_facilitator = true runs nothing unverified)",
-        ));
-    }
-    if raw.settle_timeout_s == 0 || raw.verify_timeout_s == 0 {
-        return Err(invalid(
-            key("settle_timeout_s"),
-            "timeouts must be greater than 0",
-        ));
+    bounds::UNVERIFIED_TURNS_PER_MINUTE
+        .check(
+            "unverified_turns_per_minute",
+            u64::from(raw.unverified_turns_per_minute),
+        )
+        .map_err(|m| invalid(key("unverified_turns_per_minute"), m))?;
+    for (field, value) in [
+        ("settle_timeout_s", raw.settle_timeout_s),
+        ("verify_timeout_s", raw.verify_timeout_s),
+    ] {
+        bounds::PAID_CALL_TIMEOUT_SECONDS
+            .check(field, value)
+            .map_err(|m| invalid(key(field), m))?;
     }
     Ok(PaidConfig {
         price: raw.price,

@@ -113,3 +113,57 @@ fn layers_apply_in_order() {
     let config = load(&flags, env).unwrap();
     assert_eq!(config.listen, vec!["127.0.0.1:7001".parse().unwrap()]);
 }
+
+/// Every numeric key takes its range and refuses the worst values, naming the key; none of
+/// them reaches a constructor that panics (`Semaphore::new`, a shift of `cache_mb`).
+#[test]
+fn numbers_outside_their_ranges() {
+    let keys = [
+        ("server", "max_connections"),
+        ("server", "max_body_bytes"),
+        ("server", "header_timeout_s"),
+        ("store", "cache_mb"),
+        ("auth", "login_attempts_per_minute"),
+        ("pool", "workers"),
+        ("pool", "queue_capacity"),
+        ("public", "requests_per_minute_per_ip"),
+        ("public", "default_link_rate_limit_per_minute"),
+        ("voice", "max_sessions"),
+        ("voice", "max_per_user"),
+        ("agents.a", "max_concurrent"),
+        ("agents.a", "queue_capacity"),
+    ];
+    for (section, key) in keys {
+        for value in ["0", "2305843009213693952", "4294967295"] {
+            // A u32 key refuses 2^61 while parsing, quoting the key's line.
+            check(&format!("[{section}]\n{key} = {value}"), Err(key));
+        }
+    }
+    for (section, key) in [
+        ("server", "max_connections_per_client"),
+        ("server", "shutdown_timeout_s"),
+        ("voice", "min_speech_ms"),
+        ("voice", "end_silence_ms"),
+        ("voice", "barge_in_ms"),
+    ] {
+        check(&format!("[{section}]\n{key} = 0"), Ok(()));
+        let text = format!("[{section}]\n{key} = 2305843009213693952");
+        check(&text, Err(&format!("{section}.{key}: ")));
+    }
+    check("[auth]\ntoken_ttl = \"400d\"", Err("auth.token_ttl"));
+    check("[auth]\ntoken_ttl = \"0s\"", Err("auth.token_ttl"));
+    check("[agents.a]\ntimeout = \"8d\"", Err("agents.a.timeout"));
+    check("[agents.a]\ntimeout = \"7d\"", Ok(()));
+    check(
+        "[agents.a]\nengine = { kind = \"echo\", delay_ms = 60001 }",
+        Err("agents.a.engine.delay_ms"),
+    );
+    check(
+        "[defaults]\nengine = { kind = \"echo\", delay_ms = 18446744073709551615 }",
+        Err("defaults.engine.delay_ms"),
+    );
+    check("[voice]\nmax_duration = \"2d\"", Err("voice.max_duration"));
+    check("[store]\ncache_mb = 65536", Ok(()));
+    check("[pool]\nworkers = 1024", Ok(()));
+    check("[server]\nmax_connections = -1", Err("invalid value"));
+}

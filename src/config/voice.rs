@@ -1,7 +1,7 @@
 //! The `[voice]` section: speech mode, engines and limits. Without the section voice is off
 //! and `voice/status` says why.
 
-use super::{invalid, parse_duration, Error};
+use super::{bounds, duration_within, invalid, Error};
 use serde::Deserialize;
 use std::time::Duration;
 
@@ -154,11 +154,22 @@ impl VoiceConfig {
                 _ => {}
             }
         }
-        if raw.max_sessions == 0 || raw.max_per_user == 0 {
-            return Err(invalid(
-                "voice.max_sessions",
-                "limits must be greater than 0",
-            ));
+        for (key, value) in [
+            ("voice.max_sessions", raw.max_sessions),
+            ("voice.max_per_user", raw.max_per_user),
+        ] {
+            bounds::VOICE_CALLS
+                .check_usize(key, value)
+                .map_err(|m| invalid(key, m))?;
+        }
+        for (key, value) in [
+            ("voice.min_speech_ms", raw.min_speech_ms),
+            ("voice.end_silence_ms", raw.end_silence_ms),
+            ("voice.barge_in_ms", raw.barge_in_ms),
+        ] {
+            bounds::VOICE_SPEECH_MS
+                .check(key, value)
+                .map_err(|m| invalid(key, m))?;
         }
         if !(0..=10).contains(&raw.opus_complexity) {
             return Err(invalid("voice.opus_complexity", "must be between 0 and 10"));
@@ -173,15 +184,16 @@ impl VoiceConfig {
             mode,
             stt: raw.stt,
             tts: raw.tts,
-            max_duration: parse_duration(&raw.max_duration)
-                .map_err(|m| invalid("voice.max_duration", m))?,
-            idle_timeout: parse_duration(&raw.idle_timeout)
-                .and_then(|d| {
-                    (!d.is_zero())
-                        .then_some(d)
-                        .ok_or_else(|| "must be greater than 0".to_string())
-                })
-                .map_err(|m| invalid("voice.idle_timeout", m))?,
+            max_duration: duration_within(
+                "voice.max_duration",
+                &raw.max_duration,
+                bounds::VOICE_DURATION_SECONDS,
+            )?,
+            idle_timeout: duration_within(
+                "voice.idle_timeout",
+                &raw.idle_timeout,
+                bounds::VOICE_DURATION_SECONDS,
+            )?,
             max_sessions: raw.max_sessions,
             max_per_user: raw.max_per_user,
             min_speech_ms: raw.min_speech_ms,

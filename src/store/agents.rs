@@ -7,7 +7,7 @@ use super::tables::{
     MESSAGES, MESSAGES_BY_AGENT, MESSAGES_BY_USER, SESSIONS, SESSIONS_BY_OWNER, TASK_QUEUE,
     UNFINISHED,
 };
-use super::{decode, encode, get_json, Error, Reader, Tx};
+use super::{decode_or_set_aside, encode, get_json, Error, Reader, Tx};
 use crate::records::{AgentRecord, Removed};
 use redb::{ReadableTable, ReadableTableMetadata};
 
@@ -111,13 +111,13 @@ impl Tx<'_> {
 }
 
 impl Reader {
-    /// Every stored agent record.
+    /// Every stored agent record that can be read (others are logged and skipped).
     pub fn agents(&self) -> Result<Vec<AgentRecord>, Error> {
         let table = self.txn.open_table(AGENTS)?;
         let mut out = Vec::new();
         for entry in table.iter()? {
-            let (_, value) = entry?;
-            out.push(decode("agents", value.value())?);
+            let (key, value) = entry?;
+            out.extend(decode_or_set_aside("agents", key.value(), value.value()));
         }
         Ok(out)
     }

@@ -37,6 +37,8 @@ impl Store {
 fn copy_to(snapshot: &ReadTransaction, target: &Path) -> Result<Backup, Error> {
     let partial = target.with_extension("partial");
     let _ = std::fs::remove_file(&partial);
+    super::make_private(&partial)
+        .map_err(|err| Error::Storage(format!("creating {}: {err}", partial.display())))?;
     let copy = Database::create(&partial)?;
     let txn = copy.begin_write()?;
     let mut copied = Copied::default();

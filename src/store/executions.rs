@@ -40,6 +40,17 @@ impl ExecutionFilter {
 pub struct IdempotencyRecord {
     pub execution_id: String,
     pub created_at: Timestamp,
+    /// SHA-256 of the request the key was first used with (absent in records from before it
+    /// was kept: those match any request).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_digest: Option<String>,
+}
+
+impl IdempotencyRecord {
+    /// True unless the key was first used with another request.
+    pub fn same_request(&self, digest: &str) -> bool {
+        self.request_digest.as_deref().is_none_or(|d| d == digest)
+    }
 }
 
 fn idempotency_in(
@@ -80,15 +91,19 @@ impl Tx<'_> {
         get_json(&self.txn.open_table(EXECUTIONS)?, "executions", id)
     }
 
-    /// Every execution still queued or running, oldest first.
+    /// Every execution still queued or running that can be read, oldest first.
     pub fn unfinished_executions(&self) -> Result<Vec<Execution>, Error> {
         let unfinished = self.txn.open_table(UNFINISHED)?;
         let executions = self.txn.open_table(EXECUTIONS)?;
         let mut out = Vec::new();
         for entry in unfinished.iter()? {
             let (id, _) = entry?;
-            if let Some(execution) = get_json(&executions, "executions", id.value())? {
-                out.push(execution);
+            if let Some(stored) = executions.get(id.value())? {
+                out.extend(super::decode_or_set_aside(
+                    "executions",
+                    id.value(),
+                    stored.value(),
+                ));
             }
         }
         Ok(out)

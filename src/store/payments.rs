@@ -181,16 +181,15 @@ impl Tx<'_> {
 }
 
 impl Reader {
-    /// Every settlement still owed: (execution id, what to send).
+    /// Every settlement still owed that can be read: (execution id, what to send).
     pub fn pending_settlements(&self) -> Result<Vec<(String, PendingSettlement)>, Error> {
         let table = self.txn.open_table(PENDING_SETTLEMENTS)?;
         let mut out = Vec::new();
         for entry in table.iter()? {
             let (id, value) = entry?;
-            out.push((
-                id.value().to_string(),
-                decode("pending_settlements", value.value())?,
-            ));
+            let pending =
+                super::decode_or_set_aside("pending_settlements", id.value(), value.value());
+            out.extend(pending.map(|pending| (id.value().to_string(), pending)));
         }
         Ok(out)
     }

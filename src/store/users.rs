@@ -50,13 +50,17 @@ impl Reader {
         get_json(&self.txn.open_table(USERS)?, "users", username)
     }
 
-    /// Every user, by name.
+    /// Every user that can be read, by name (others are logged and skipped).
     pub fn users(&self) -> Result<Vec<User>, Error> {
         let users = self.txn.open_table(USERS)?;
         let mut out = Vec::new();
         for entry in users.iter()? {
-            let (_, value) = entry?;
-            out.push(decode("users", value.value())?);
+            let (name, value) = entry?;
+            out.extend(super::decode_or_set_aside::<User>(
+                "users",
+                name.value(),
+                value.value(),
+            ));
         }
         Ok(out)
     }

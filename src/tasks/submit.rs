@@ -3,7 +3,7 @@
 
 use super::{Error, Pool, Queued};
 use crate::agents::Agent;
-use crate::chat::{lock, IDEMPOTENCY_WINDOW_MS};
+use crate::chat::{lock, request_digest, IDEMPOTENCY_WINDOW_MS};
 use crate::clock::Timestamp;
 use crate::executions::Live;
 use crate::records::{Execution, ExecutionKind, ExecutionStatus, SessionStatus};
@@ -37,6 +37,8 @@ pub enum Submitted {
 enum Admission {
     Accepted,
     Duplicate(IdempotencyRecord),
+    /// The key names an earlier, different request.
+    Reused,
     SessionNotFound,
 }
 
@@ -51,6 +53,13 @@ impl Pool {
             return Err(crate::chat::Error::EmptyMessage.into());
         }
         let agent_name = request.agent.name().to_string();
+        let digest = request_digest(&serde_json::json!({
+            "kind": ExecutionKind::Task,
+            "message": request.message,
+            "session_id": request.session_id,
+            "timeout_seconds": request.timeout.as_secs(),
+            "model": request.model,
+        }));
         if let Some(key) = &request.idempotency_key {
             let parts = [agent_name.clone(), request.username.clone(), key.clone()];
             let found = self
@@ -59,6 +68,9 @@ impl Pool {
                 .read(move |r| r.idempotency(&[&parts[0], &parts[1], &parts[2]]))
                 .await?;
             if let Some(record) = found.filter(fresh) {
+                if !record.same_request(&digest) {
+                    return Err(crate::chat::Error::IdempotencyKeyReused.into());
+                }
                 return self.replay_or_conflict(record).await;
             }
         }
@@ -103,6 +115,9 @@ impl Pool {
                 if let Some(parts) = &key {
                     let parts = [parts[0].as_str(), parts[1].as_str(), parts[2].as_str()];
                     if let Some(record) = tx.idempotency(&parts)?.filter(fresh) {
+                        if !record.same_request(&digest) {
+                            return Ok(Admission::Reused);
+                        }
                         return Ok(Admission::Duplicate(record));
                     }
                 }
@@ -123,6 +138,7 @@ impl Pool {
                     let record = IdempotencyRecord {
                         execution_id: execution.id.clone(),
                         created_at: execution.created_at,
+                        request_digest: Some(digest),
                     };
                     tx.put_idempotency(&parts, &record)?;
                 }
@@ -150,6 +166,7 @@ impl Pool {
                     Ok(Admission::SessionNotFound) => {
                         Err(crate::chat::Error::SessionNotFound.into())
                     }
+                    Ok(Admission::Reused) => Err(crate::chat::Error::IdempotencyKeyReused.into()),
                     Err(err) => Err(err.into()),
                     Ok(Admission::Accepted) => unreachable!("handled above"),
                 }

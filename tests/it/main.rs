@@ -7,6 +7,7 @@ mod chat;
 mod cli;
 mod engines;
 mod fuzz_corpus;
+mod hardening;
 mod http;
 mod identity;
 mod links;
