@@ -233,7 +233,15 @@ impl Paywall {
         let mut settling = 0;
         for (execution_id, pending) in owed {
             let id = execution_id.clone();
-            let execution = self.inner.store.read(move |r| r.execution(&id)).await?;
+            let execution = match self.inner.store.read(move |r| r.execution(&id)).await {
+                Ok(execution) => execution,
+                Err(err @ crate::store::Error::Corrupt { .. }) => {
+                    // Kept as owed: neither settled nor given up on a record we cannot read.
+                    tracing::error!(%execution_id, cause = %err, "the turn of an owed settlement cannot be read; it is set aside");
+                    continue;
+                }
+                Err(err) => return Err(err.into()),
+            };
             let status = execution.as_ref().map(|e| e.status);
             let config = self
                 .paid_agent(&pending.agent)

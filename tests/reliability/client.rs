@@ -157,6 +157,28 @@ impl Conn {
         );
         reply.json()
     }
+
+    /// As `expect`, but a `429` (a busy password hasher, say) is asked again after its
+    /// `retry_after`, as a well-behaved client does, up to a minute in all.
+    pub async fn expect_patiently(&mut self, call: &Call, status: u16) -> anyhow::Result<Value> {
+        for _ in 0..60 {
+            let reply = self.send(call).await?;
+            if reply.status != 429 {
+                anyhow::ensure!(
+                    reply.status == status,
+                    "{} {} answered {} (wanted {status}): {}",
+                    call.method,
+                    call.path,
+                    reply.status,
+                    String::from_utf8_lossy(&reply.body)
+                );
+                return reply.json();
+            }
+            let wait = reply.json()?["retry_after"].as_u64().unwrap_or(1);
+            tokio::time::sleep(std::time::Duration::from_secs(wait.clamp(1, 5))).await;
+        }
+        anyhow::bail!("{} {} was busy for a minute", call.method, call.path)
+    }
 }
 
 /// One request on a connection of its own.

@@ -253,11 +253,11 @@ async fn users(daemon: &Daemon, admin: &str) -> anyhow::Result<Vec<String>> {
             let password = format!("u{i}-password");
             let body = json!({"username": format!("u{i}"), "password": password});
             let mut conn = Conn::connect(addr).await?;
-            conn.expect(&Call::post("/api/users", Some(&admin), &body), 201)
+            conn.expect_patiently(&Call::post("/api/users", Some(&admin), &body), 201)
                 .await?;
             let login = json!({"username": format!("u{i}"), "password": password});
             let token = conn
-                .expect(&Call::post("/api/token", None, &login), 200)
+                .expect_patiently(&Call::post("/api/token", None, &login), 200)
                 .await?;
             anyhow::Ok((i, text(&token, "access_token")?))
         });

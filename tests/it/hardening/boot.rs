@@ -209,6 +209,18 @@ async fn start_up_sets_aside_stored_records_it_cannot_use() {
             engine_trusted: Some(true),
         };
         store.write(move |tx| tx.put_agent(&record)).await.unwrap();
+        // A settlement owed for a turn whose record (garbled below) cannot be read.
+        let owed = outpost::store::PendingSettlement {
+            agent: "echo".into(),
+            valid_before: u64::MAX,
+            body: json!({}),
+            resume_before: None,
+            resume: None,
+        };
+        store
+            .write(move |tx| tx.put_pending_settlement("01BADEXECUTION", &owed))
+            .await
+            .unwrap();
     }
     {
         let path = dir.path().join(outpost::store::STORE_FILE);
