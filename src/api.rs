@@ -15,6 +15,7 @@ mod query;
 mod sessions;
 mod tasks;
 mod token;
+mod tokens;
 mod users;
 mod voice;
 
@@ -68,6 +69,11 @@ async fn dispatch(
         (&M::POST, ["api", "tokens"]) => {
             ("/api/tokens", token::issue_device_token(app, request).await)
         }
+        (&M::GET, ["api", "tokens"]) => ("/api/tokens", tokens::list_tokens(app, &request).await),
+        (&M::DELETE, ["api", "tokens", id]) => (
+            "/api/tokens/{id}",
+            tokens::revoke_token(app, &request, id).await,
+        ),
         (&M::GET, ["api", "users", "me"]) => ("/api/users/me", users::me(app, &request).await),
         (&M::GET, ["api", "users"]) => ("/api/users", users::list_users(app, &request).await),
         (&M::POST, ["api", "users"]) => ("/api/users", users::create_user(app, request).await),
@@ -267,6 +273,7 @@ fn is_route_path(segments: &[&str]) -> bool {
             | ["api", "token"]
             | ["api", "auth", "logout"]
             | ["api", "tokens"]
+            | ["api", "tokens", _]
             | ["api", "users"]
             | ["api", "users", _]
             | ["api", "agents"]

@@ -16,6 +16,7 @@ mod packaging;
 mod paid;
 mod reload;
 mod restart;
+mod revocation;
 mod schema;
 mod service;
 mod sessions;
