@@ -20,6 +20,8 @@ mod tests {
         ("POST", "/token"),
         ("POST", "/api/auth/logout"),
         ("POST", "/api/tokens"),
+        ("GET", "/api/tokens"),
+        ("DELETE", "/api/tokens/{id}"),
         ("GET", "/api/users/me"),
         ("GET", "/api/users"),
         ("POST", "/api/users"),
