@@ -77,6 +77,10 @@ async fn dispatch(
         (&M::GET, ["api", "users", "me"]) => ("/api/users/me", users::me(app, &request).await),
         (&M::GET, ["api", "users"]) => ("/api/users", users::list_users(app, &request).await),
         (&M::POST, ["api", "users"]) => ("/api/users", users::create_user(app, request).await),
+        (&M::PUT, ["api", "users", name, "password"]) => (
+            "/api/users/{username}/password",
+            users::set_password(app, request, name).await,
+        ),
         (&M::DELETE, ["api", "users", name]) => (
             "/api/users/{username}",
             users::delete_user(app, &request, name).await,
@@ -276,6 +280,7 @@ fn is_route_path(segments: &[&str]) -> bool {
             | ["api", "tokens", _]
             | ["api", "users"]
             | ["api", "users", _]
+            | ["api", "users", _, "password"]
             | ["api", "agents"]
             | ["api", "agents", _]
             | ["api", "agents", _, "start"]

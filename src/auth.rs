@@ -251,6 +251,13 @@ impl Auth {
         accounts.insert(user.username.clone(), Account::of(user));
     }
 
+    /// The account changed its password: only tokens minted from now on are accepted, and
+    /// the streams and calls of earlier ones end.
+    pub fn account_changed(&self, user: &User) {
+        self.account_added(user);
+        let _ = self.endings.send(Ending::Account(user.username.clone()));
+    }
+
     /// Tokens of this account are refused from now on (it is being removed), and its open
     /// streams and calls end.
     pub fn account_removed(&self, username: &str) {

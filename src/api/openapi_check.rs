@@ -26,6 +26,7 @@ mod tests {
         ("GET", "/api/users"),
         ("POST", "/api/users"),
         ("DELETE", "/api/users/{username}"),
+        ("PUT", "/api/users/{username}/password"),
         ("GET", "/api/agents"),
         ("GET", "/api/agents/{name}"),
         ("POST", "/api/agents"),

@@ -2,7 +2,7 @@
 
 use super::{authenticate, Query};
 use crate::app::App;
-use crate::error::ApiResult;
+use crate::error::{ApiError, ApiResult};
 use crate::executions::StopReason;
 use crate::http::body;
 use crate::records::{Role, User};
@@ -69,6 +69,46 @@ pub async fn create_user(app: &App, request: Request<Incoming>) -> ApiResult {
         .await?;
     app.auth().account_added(&user);
     Ok(body::json(StatusCode::CREATED, &view(&user)))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewPassword {
+    password: String,
+    /// Needed when users change their own password; an admin changes anyone's without it.
+    #[serde(default)]
+    current_password: Option<String>,
+}
+
+/// `PUT /api/users/{username}/password`: an admin sets anyone's, a user their own (giving the
+/// current one). Every token minted before is refused from now on, and its streams and calls
+/// end, the caller's own included.
+pub async fn set_password(app: &App, request: Request<Incoming>, username: &str) -> ApiResult {
+    let caller = authenticate(app, &request)?;
+    if caller.scope.is_some() {
+        return Err(crate::auth::Error::OutOfScope.into());
+    }
+    let own = caller.username == username;
+    if !caller.is_admin() && !own {
+        return Err(crate::auth::Error::AdminOnly.into());
+    }
+    let new: NewPassword = body::read_json(request, app.config().max_body_bytes).await?;
+    if !caller.is_admin() {
+        let current = new.current_password.as_deref().unwrap_or_default();
+        if app.users().verify(username, current).await?.is_none() {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                "the current password is wrong",
+            ));
+        }
+    }
+    let user = app.users().set_password(username, &new.password).await?;
+    app.auth().account_changed(&user);
+    Ok(body::json(
+        StatusCode::OK,
+        &json!({"username": user.username, "password_changed": true}),
+    ))
 }
 
 /// `DELETE /api/users/{username}` (admin): first the account's tokens are refused and its

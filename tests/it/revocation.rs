@@ -153,6 +153,75 @@ async fn removing_an_account_ends_its_stream_within_a_second() {
 }
 
 #[tokio::test]
+async fn a_password_change_ends_earlier_tokens_streams_and_refuses_them() {
+    let server = TestServer::with(|c| {
+        let mut slow = echo_agent("slow", 50, 4);
+        slow.shared_with = vec!["dave".into()];
+        c.agents = vec![slow];
+    })
+    .await;
+    let admin = server.admin().await;
+    let dave = server.user("dave").await;
+    let change = || {
+        server.call(
+            Method::PUT,
+            "/api/users/dave/password",
+            Some(&dave),
+            Some(json!({"password": "a-new-password", "current_password": "dave-password"})),
+        )
+    };
+    let (reply, after) = stream_then(&server, chat_stream(&dave), change).await;
+    assert!(
+        after < Duration::from_secs(1),
+        "the stream went on {after:?}"
+    );
+    assert_eq!(reply.lines().last().unwrap()["error"], "unauthorized");
+    server
+        .get("/api/users/me", &dave)
+        .await
+        .assert_error(401, "unauthorized");
+    // A token minted right after the change, in the same second, is good.
+    let new = server.login("dave", "a-new-password").await;
+    assert_eq!(server.get("/api/users/me", &new).await.status, 200);
+    // Wrong current password, or another user's: refused; an admin sets anyone's.
+    let wrong = json!({"password": "third-password", "current_password": "nope"});
+    server
+        .call(
+            Method::PUT,
+            "/api/users/dave/password",
+            Some(&new),
+            Some(wrong),
+        )
+        .await
+        .assert_error(403, "forbidden");
+    let body = json!({"password": "admin-via-dave"});
+    server
+        .call(
+            Method::PUT,
+            "/api/users/admin/password",
+            Some(&new),
+            Some(body),
+        )
+        .await
+        .assert_error(403, "forbidden");
+    let body = json!({"password": "set-by-admin"});
+    let set = server
+        .call(
+            Method::PUT,
+            "/api/users/dave/password",
+            Some(&admin),
+            Some(body),
+        )
+        .await;
+    assert_eq!(set.status, 200, "{:?}", set.body);
+    server
+        .get("/api/users/me", &new)
+        .await
+        .assert_error(401, "unauthorized");
+    assert_eq!(server.get("/api/users/me", &admin).await.status, 200);
+}
+
+#[tokio::test]
 async fn device_tokens_are_listed_to_their_owner_and_everyone_to_an_admin() {
     let server = TestServer::start().await;
     let admin = server.admin().await;

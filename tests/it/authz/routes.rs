@@ -262,6 +262,18 @@ pub fn rows() -> Vec<Row> {
             let body = json!({"username": format!("made-{}", c.n), "password": "a-long-password"});
             with_body("/api/users".into(), body)
         }),
+        // A fresh user's: users may change only their own.
+        row(
+            M::PUT,
+            "/api/users/{username}/password",
+            Admin(200),
+            ONE,
+            |c| {
+                let body = json!({"password": "another-long-password"});
+                with_body(format!("/api/users/{}/password", c.fresh), body)
+            },
+        )
+        .setup(Setup::User),
         row(M::DELETE, "/api/users/{username}", Admin(200), ONE, |c| {
             req(format!("/api/users/{}", c.fresh))
         })
