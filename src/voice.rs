@@ -508,6 +508,14 @@ impl Voice {
         listed
     }
 
+    /// Forgets the calls of a removed account (its open ones are ending with 4001 already),
+    /// so that a new account of the same name finds none of them in `voice/status` or
+    /// `voice/stop`.
+    pub fn account_removed(&self, username: &str) {
+        lock(&self.inner.calls).retain(|_, call| call.username != username);
+        self.count_open();
+    }
+
     /// Ends every call with 1001 and waits for them, at most until `deadline`.
     pub async fn close_all(&self, deadline: tokio::time::Instant) {
         self.inner.closing.fire();

@@ -124,6 +124,7 @@ pub async fn delete_user(app: &App, request: &Request<Incoming>, username: &str)
         caller.username.clone()
     };
     app.auth().account_removed(username);
+    app.voice().account_removed(username);
     let removed = match stop_work_of(app, username).await {
         Ok(()) => app.users().remove(username, &heir).await,
         Err(err) => Err(err),

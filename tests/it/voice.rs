@@ -501,3 +501,25 @@ async fn logout_ends_the_call_with_4001_and_refuses_earlier_tickets() {
     let url = unused["websocket_url"].as_str().unwrap();
     assert_eq!(connect(&server, url, None).await.err(), Some(401));
 }
+
+/// A new account of a removed one's name finds none of its calls.
+#[tokio::test]
+async fn a_recreated_account_sees_none_of_the_removed_ones_calls() {
+    let server = TestServer::with(voice_server(VoiceMode::Echo, |_| {})).await;
+    let admin = server.admin().await;
+    let share = json!({"username": "dave"});
+    let dave = server.user("dave").await;
+    let shared = server
+        .post("/api/agents/echo/shares", &admin, share.clone())
+        .await;
+    assert_eq!(shared.status, 201, "{:?}", shared.body);
+    start(&server, &dave, json!({})).await;
+    let removed = server
+        .call(hyper::Method::DELETE, "/api/users/dave", Some(&admin), None)
+        .await;
+    assert_eq!(removed.status, 200, "{:?}", removed.body);
+    let dave = server.user("dave").await;
+    server.post("/api/agents/echo/shares", &admin, share).await;
+    let status = server.get("/api/agents/echo/voice/status", &dave).await;
+    assert_eq!(status.json()["sessions"], json!([]), "{:?}", status.body);
+}
