@@ -15,6 +15,7 @@ mod query;
 mod sessions;
 mod tasks;
 mod token;
+mod tokens;
 mod users;
 mod voice;
 
@@ -78,9 +79,18 @@ async fn dispatch(
         (&M::POST, ["api", "tokens"]) => {
             ("/api/tokens", token::issue_device_token(app, request).await)
         }
+        (&M::GET, ["api", "tokens"]) => ("/api/tokens", tokens::list_tokens(app, &request).await),
+        (&M::DELETE, ["api", "tokens", id]) => (
+            "/api/tokens/{id}",
+            tokens::revoke_token(app, &request, id).await,
+        ),
         (&M::GET, ["api", "users", "me"]) => ("/api/users/me", users::me(app, &request).await),
         (&M::GET, ["api", "users"]) => ("/api/users", users::list_users(app, &request).await),
         (&M::POST, ["api", "users"]) => ("/api/users", users::create_user(app, request).await),
+        (&M::PUT, ["api", "users", name, "password"]) => (
+            "/api/users/{username}/password",
+            users::set_password(app, request, name).await,
+        ),
         (&M::DELETE, ["api", "users", name]) => (
             "/api/users/{username}",
             users::delete_user(app, &request, name).await,
@@ -299,8 +309,10 @@ fn is_route_path(segments: &[&str]) -> bool {
             | ["api", "token"]
             | ["api", "auth", "logout"]
             | ["api", "tokens"]
+            | ["api", "tokens", _]
             | ["api", "users"]
             | ["api", "users", _]
+            | ["api", "users", _, "password"]
             | ["api", "agents"]
             | ["api", "agents", _]
             | ["api", "agents", _, "start"]

@@ -1,8 +1,12 @@
 //! Who is calling: bearer JWTs (HS256, secret generated into the data dir), revocation that
 //! is checked on every request and fails closed, scoped device tokens, and login throttling.
+//!
+//! A token names the account it was minted for (its id and token generation), so removing
+//! an account or changing its password refuses every earlier token at once. Every stream and
+//! call holds a [`SessionEnd`] that resolves when its token stops being accepted.
 
 use crate::clock::Timestamp;
-use crate::records::{Role, User};
+use crate::records::{DeviceToken, Role, User};
 use crate::store::{self, Store};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
@@ -11,6 +15,7 @@ use std::net::IpAddr;
 use std::path::Path;
 use std::sync::{Mutex, RwLock};
 use std::time::Duration;
+use tokio::sync::broadcast;
 
 pub mod throttle;
 pub use throttle::{Reservation, Throttle};
@@ -19,6 +24,9 @@ pub use throttle::{Reservation, Throttle};
 pub const SECRET_FILE: &str = "jwt-secret";
 /// Verified tokens remembered at most; the map starts over when full.
 const VERIFIED_CACHE: usize = 4096;
+/// Endings queued for open streams and calls; one that falls this far behind ends (fail
+/// closed), which takes more revocations at once than a box sees in practice.
+const ENDINGS_QUEUED: usize = 256;
 
 /// What can go wrong authenticating.
 #[derive(Debug, thiserror::Error)]
@@ -35,6 +43,8 @@ pub enum Error {
     OutOfScope,
     #[error("admin only")]
     AdminOnly,
+    #[error("device token not found")]
+    TokenNotFound,
     #[error("too many failed logins; try again in {retry_after} s")]
     Throttled { retry_after: u64 },
     #[error("wrong username or password")]
@@ -57,6 +67,11 @@ pub struct Caller {
     /// When the token was minted (unix seconds): a token older than its account was minted
     /// for an earlier account of the same name.
     pub issued_at: i64,
+    /// The account the token was minted for (`User::id`; empty in tokens of accounts made
+    /// before ids existed).
+    pub account_id: String,
+    /// The account's token generation when the token was minted.
+    pub generation: u64,
 }
 
 impl Caller {
@@ -94,6 +109,76 @@ struct Claims {
     jti: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     scope: Option<String>,
+    /// `User::id` of the account.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    uid: String,
+    /// `User::token_generation` at minting.
+    #[serde(default)]
+    generation: u64,
+}
+
+/// What an account's tokens are checked against.
+#[derive(Clone, Debug)]
+struct Account {
+    id: String,
+    /// Unix seconds.
+    created_at: i64,
+    generation: u64,
+}
+
+impl Account {
+    fn of(user: &User) -> Account {
+        Account {
+            id: user.id.clone(),
+            created_at: user.created_at.unix_seconds(),
+            generation: user.token_generation,
+        }
+    }
+
+    /// True when `caller`'s token was minted for this account as it is now.
+    fn accepts(&self, caller: &Caller) -> bool {
+        let same_account = if self.id.is_empty() && caller.account_id.is_empty() {
+            self.created_at <= caller.issued_at
+        } else {
+            self.id == caller.account_id
+        };
+        same_account && self.generation == caller.generation
+    }
+}
+
+/// Tokens that stopped being accepted, as open streams and calls hear of it.
+#[derive(Clone, Debug)]
+enum Ending {
+    /// One token, by its id.
+    Token(String),
+    /// Every token of an account (removed, or its password changed).
+    Account(String),
+}
+
+/// Resolves once a caller's token is no longer accepted (revoked, its account removed, or
+/// its password changed). A stream or call waits on it beside its work and ends when it
+/// resolves.
+pub struct SessionEnd {
+    endings: broadcast::Receiver<Ending>,
+    username: String,
+    jti: String,
+    ended: bool,
+}
+
+impl SessionEnd {
+    /// Waits for the end; cancel-safe.
+    pub async fn wait(&mut self) {
+        while !self.ended {
+            match self.endings.recv().await {
+                Ok(Ending::Token(jti)) => self.ended = jti == self.jti,
+                Ok(Ending::Account(name)) => self.ended = name == self.username,
+                // Some endings were missed: one of them may have been ours.
+                Err(broadcast::error::RecvError::Lagged(_)) => self.ended = true,
+                // The daemon is stopping; shutdown ends the stream.
+                Err(broadcast::error::RecvError::Closed) => std::future::pending().await,
+            }
+        }
+    }
 }
 
 /// A minted token.
@@ -120,9 +205,11 @@ pub struct Auth {
     /// Tokens whose signature checked out, with their claims; expiry, revocation and the
     /// account are still checked on every use.
     verified: Mutex<HashMap<String, Caller>>,
-    /// Every account by name, with when it was made (unix seconds), mirrored from the store:
-    /// the token of a removed account is refused at once, not when it expires.
-    accounts: RwLock<HashMap<String, i64>>,
+    /// Every account by name, mirrored from the store: the token of a removed account, or
+    /// one minted before a password change, is refused at once, not when it expires.
+    accounts: RwLock<HashMap<String, Account>>,
+    /// Told of every revocation, removal and password change.
+    endings: broadcast::Sender<Ending>,
 }
 
 impl Auth {
@@ -149,21 +236,48 @@ impl Auth {
             throttle: Throttle::new(attempts_per_minute as usize, throttle::TABLE_BYTES),
             revoked: RwLock::new(revoked.into_iter().collect()),
             verified: Mutex::new(HashMap::new()),
-            accounts: RwLock::new(accounts.iter().map(account).collect()),
+            accounts: RwLock::new(
+                accounts
+                    .iter()
+                    .map(|u| (u.username.clone(), Account::of(u)))
+                    .collect(),
+            ),
+            endings: broadcast::channel(ENDINGS_QUEUED).0,
         })
     }
 
     /// Tokens of this account are accepted from now on (it was just made).
     pub fn account_added(&self, user: &User) {
-        let (name, created) = account(user);
         let mut accounts = self.accounts.write().unwrap_or_else(|p| p.into_inner());
-        accounts.insert(name, created);
+        accounts.insert(user.username.clone(), Account::of(user));
     }
 
-    /// Tokens of this account are refused from now on (it was just removed).
+    /// The account changed its password: only tokens minted from now on are accepted, and
+    /// the streams and calls of earlier ones end.
+    pub fn account_changed(&self, user: &User) {
+        self.account_added(user);
+        let _ = self.endings.send(Ending::Account(user.username.clone()));
+    }
+
+    /// Tokens of this account are refused from now on (it is being removed), and its open
+    /// streams and calls end.
     pub fn account_removed(&self, username: &str) {
         let mut accounts = self.accounts.write().unwrap_or_else(|p| p.into_inner());
         accounts.remove(username);
+        drop(accounts);
+        let _ = self.endings.send(Ending::Account(username.to_string()));
+    }
+
+    /// What ends the streams and calls of `caller`: already ended when its token is no
+    /// longer accepted (so a revocation between authentication and now is not missed).
+    pub fn session_end(&self, caller: &Caller) -> SessionEnd {
+        let endings = self.endings.subscribe();
+        SessionEnd {
+            endings,
+            username: caller.username.clone(),
+            jti: caller.jti.clone(),
+            ended: self.check(caller).is_err(),
+        }
     }
 
     /// The default lifetime of login tokens.
@@ -181,6 +295,8 @@ impl Auth {
             exp: now + ttl.as_secs() as i64,
             jti: crate::ids::new_id(),
             scope: scope.clone(),
+            uid: user.id.clone(),
+            generation: user.token_generation,
         };
         let access_token =
             jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
@@ -193,6 +309,102 @@ impl Auth {
         }
     }
 
+    /// Mints a device token and records it, so that it can be listed and revoked.
+    pub async fn issue_device(
+        &self,
+        user: &User,
+        ttl: Duration,
+        scope: Option<String>,
+        label: Option<String>,
+    ) -> Result<(Issued, DeviceToken), Error> {
+        let issued = self.issue(user, ttl, scope.clone());
+        let caller = self.decode(&issued.access_token)?;
+        let record = DeviceToken {
+            id: caller.jti,
+            username: user.username.clone(),
+            account_id: user.id.clone(),
+            scope,
+            label,
+            created_at: Timestamp(caller.issued_at * 1000),
+            expires_at: Timestamp(caller.expires_at * 1000),
+        };
+        let stored = record.clone();
+        let now = Timestamp::now().0;
+        self.store
+            .write(move |tx| {
+                tx.drop_expired_device_tokens(now)?;
+                tx.put_device_token(&stored)
+            })
+            .await?;
+        Ok((issued, record))
+    }
+
+    /// Device tokens not yet expired: the caller's own, or everyone's for an admin.
+    pub async fn device_tokens(
+        &self,
+        caller: &Caller,
+        all: bool,
+    ) -> Result<Vec<DeviceToken>, Error> {
+        let username = (!(all && caller.is_admin())).then(|| caller.username.clone());
+        let now = Timestamp::now().0;
+        let tokens = self
+            .store
+            .read(move |r| r.device_tokens(username.as_deref(), now))
+            .await?;
+        Ok(tokens)
+    }
+
+    /// Revokes the device token `id` (its owner's or, for an admin, anyone's) until it
+    /// expires; its streams and calls end. Another user's token is not found.
+    pub async fn revoke_device_token(
+        &self,
+        caller: &Caller,
+        id: &str,
+    ) -> Result<DeviceToken, Error> {
+        let owner = (!caller.is_admin()).then(|| caller.username.clone());
+        self.revoke_device(id, owner).await
+    }
+
+    /// Revokes the device token `id`, if it belongs to `owner` (any owner when None).
+    async fn revoke_device(&self, id: &str, owner: Option<String>) -> Result<DeviceToken, Error> {
+        let id = id.to_string();
+        let now = Timestamp::now();
+        let token = self
+            .store
+            .write(move |tx| {
+                let found = tx.device_token(&id)?;
+                let Some(token) = found.filter(|t| owner.is_none_or(|o| o == t.username)) else {
+                    return Ok(None);
+                };
+                let expires = token.expires_at.unix_seconds();
+                tx.revoke_token(&token.id, expires, now.unix_seconds())?;
+                tx.delete_device_token(&token.id)?;
+                Ok(Some(token))
+            })
+            .await?
+            .ok_or(Error::TokenNotFound)?;
+        self.revoked_now(&token.id, token.expires_at.unix_seconds());
+        Ok(token)
+    }
+
+    /// Device tokens not yet expired, of `username` or everyone (the command line's view).
+    pub async fn stored_device_tokens(
+        &self,
+        username: Option<&str>,
+    ) -> Result<Vec<DeviceToken>, Error> {
+        let (username, now) = (username.map(str::to_string), Timestamp::now().0);
+        let tokens = self
+            .store
+            .read(move |r| r.device_tokens(username.as_deref(), now))
+            .await?;
+        Ok(tokens)
+    }
+
+    /// Revokes any device token by id (the command line's view).
+    pub async fn revoke_stored_device_token(&self, id: &str) -> Result<DeviceToken, Error> {
+        self.revoke_device(id, None).await
+    }
+
     /// Checks a bearer token: signature, algorithm, expiry, revocation, and that its account
     /// still exists (and is not a newer one of the same name).
     pub fn verify(&self, token: &str) -> Result<Caller, Error> {
@@ -200,6 +412,13 @@ impl Auth {
             Some(caller) => caller,
             None => self.decode(token)?,
         };
+        self.check(&caller)?;
+        Ok(caller)
+    }
+
+    /// Whether the token `caller` came with is still accepted: not expired, not revoked,
+    /// minted for its account as it is now.
+    pub fn check(&self, caller: &Caller) -> Result<(), Error> {
         // Checked every time, cached or not: expiry, then revocation. Fail closed: a poisoned
         // lock means we cannot tell, so the answer is no.
         if caller.expires_at <= Timestamp::now().unix_seconds() {
@@ -211,7 +430,7 @@ impl Auth {
         }
         let accounts = self.accounts.read().map_err(|_| Error::NoAccount)?;
         match accounts.get(&caller.username) {
-            Some(created) if *created <= caller.issued_at => Ok(caller),
+            Some(account) if account.accepts(caller) => Ok(()),
             _ => Err(Error::NoAccount),
         }
     }
@@ -237,6 +456,8 @@ impl Auth {
             jti: claims.jti,
             expires_at: claims.exp,
             issued_at: claims.iat,
+            account_id: claims.uid,
+            generation: claims.generation,
         };
         let mut verified = self.verified.lock().unwrap_or_else(|p| p.into_inner());
         if verified.len() >= VERIFIED_CACHE {
@@ -251,12 +472,24 @@ impl Auth {
         let (jti, exp) = (caller.jti.clone(), caller.expires_at);
         let now = Timestamp::now().unix_seconds();
         self.store
-            .write(move |tx| tx.revoke_token(&jti, exp, now))
+            .write(move |tx| {
+                tx.revoke_token(&jti, exp, now)?;
+                tx.delete_device_token(&jti)?;
+                Ok(())
+            })
             .await?;
+        self.revoked_now(&caller.jti, exp);
+        Ok(())
+    }
+
+    /// Refuses the token `jti` from now on and ends its streams and calls.
+    fn revoked_now(&self, jti: &str, expires_at: i64) {
+        let now = Timestamp::now().unix_seconds();
         let mut revoked = self.revoked.write().unwrap_or_else(|p| p.into_inner());
         revoked.retain(|_, expiry| *expiry > now);
-        revoked.insert(caller.jti.clone(), exp);
-        Ok(())
+        revoked.insert(jti.to_string(), expires_at);
+        drop(revoked);
+        let _ = self.endings.send(Ending::Token(jti.to_string()));
     }
 
     /// Counts a login attempt before its password is checked, or refuses it while this
@@ -268,11 +501,6 @@ impl Auth {
                 retry_after: refused.retry_after,
             })
     }
-}
-
-/// An account's entry in `Auth::accounts`.
-fn account(user: &User) -> (String, i64) {
-    (user.username.clone(), user.created_at.unix_seconds())
 }
 
 fn secret_error(data_dir: &Path, err: impl std::fmt::Display) -> Error {

@@ -125,6 +125,7 @@ impl From<auth::Error> for ApiError {
                 ApiError::new(StatusCode::TOO_MANY_REQUESTS, "too_many_attempts", &err)
                     .retry_after(retry_after)
             }
+            TokenNotFound => ApiError::not_found("device token"),
             Secret { .. } => ApiError::internal(err),
             Store(cause) => cause.into(),
         }

@@ -1,4 +1,4 @@
-//! The `outpost` command: `serve`, `check`, `user …`, `token issue`. A thin layer over the
+//! The `outpost` command: `serve`, `check`, `user …`, `token issue|list|revoke`. A thin layer over the
 //! library; `anyhow` lives here and nowhere else but start-up.
 
 use anyhow::{bail, Context};
@@ -42,7 +42,7 @@ enum Command {
     /// Manage users in the data dir's store (stop the daemon first).
     #[command(subcommand)]
     User(UserCommand),
-    /// Mint tokens.
+    /// Mint, list and revoke device tokens (stop the daemon first).
     #[command(subcommand)]
     Token(TokenCommand),
     /// Write a consistent copy of the store to FILE (through the running daemon, if any).
@@ -68,7 +68,8 @@ enum UserCommand {
         #[arg(long)]
         password_stdin: bool,
     },
-    /// Remove a user.
+    /// Remove a user with its sessions, history, executions and device tokens; agents it
+    /// made pass to the oldest other admin.
     Remove { username: String },
 }
 
@@ -84,7 +85,17 @@ enum TokenCommand {
         /// Limit the token to these scopes (space-separated: chat voice tasks).
         #[arg(long)]
         scope: Option<String>,
+        /// A name to tell the token apart by in `token list`.
+        #[arg(long)]
+        label: Option<String>,
     },
+    /// List device tokens that have not expired (all users, or one).
+    List {
+        #[arg(long)]
+        user: Option<String>,
+    },
+    /// Revoke a device token by its id (from `token list`).
+    Revoke { id: String },
 }
 
 fn main() -> ExitCode {
@@ -265,7 +276,8 @@ async fn user(config: Config, command: UserCommand) -> anyhow::Result<()> {
             }
         }
         UserCommand::Remove { username } => {
-            users.remove(&username).await?;
+            let heir = users.default_heir(&username).await?;
+            users.remove(&username, &heir).await?;
             writeln!(out, "removed {username}")?;
         }
     }
@@ -273,13 +285,6 @@ async fn user(config: Config, command: UserCommand) -> anyhow::Result<()> {
 }
 
 async fn token(config: Config, command: TokenCommand) -> anyhow::Result<()> {
-    let TokenCommand::Issue { user, ttl, scope } = command;
-    let ttl = config::parse_duration(&ttl).map_err(|m| anyhow::anyhow!("--ttl: {m}"))?;
-    let scope = scope
-        .as_deref()
-        .map(outpost::api::check_scope)
-        .transpose()
-        .map_err(|m| anyhow::anyhow!("--scope: {m}"))?;
     let store = open_store(&config).await?;
     let auth = outpost::auth::Auth::open(
         store.clone(),
@@ -288,15 +293,47 @@ async fn token(config: Config, command: TokenCommand) -> anyhow::Result<()> {
         config.login_attempts_per_minute,
     )
     .await?;
-    let users = outpost::users::Users::new(
-        store,
-        outpost::users::HashPool::new(1, 1, Default::default()),
-    );
-    let account = users
-        .get(&user)
-        .await
-        .with_context(|| format!("user {user}"))?;
-    let issued = auth.issue(&account, ttl, scope);
-    writeln!(std::io::stdout(), "{}", issued.access_token)?;
+    let mut out = std::io::stdout();
+    match command {
+        TokenCommand::Issue {
+            user,
+            ttl,
+            scope,
+            label,
+        } => {
+            let ttl = config::parse_duration(&ttl).map_err(|m| anyhow::anyhow!("--ttl: {m}"))?;
+            let scope = scope
+                .as_deref()
+                .map(outpost::api::check_scope)
+                .transpose()
+                .map_err(|m| anyhow::anyhow!("--scope: {m}"))?;
+            let account = outpost::users::Users::new(
+                store,
+                outpost::users::HashPool::new(1, 1, Default::default()),
+            )
+            .get(&user)
+            .await
+            .with_context(|| format!("user {user}"))?;
+            let (issued, _) = auth.issue_device(&account, ttl, scope, label).await?;
+            writeln!(out, "{}", issued.access_token)?;
+        }
+        TokenCommand::List { user } => {
+            for token in auth.stored_device_tokens(user.as_deref()).await? {
+                writeln!(
+                    out,
+                    "{}\t{}\t{}\t{}\t{}",
+                    token.id,
+                    token.username,
+                    token.scope.as_deref().unwrap_or("*"),
+                    token.expires_at.to_rfc3339(),
+                    token.label.as_deref().unwrap_or("")
+                )?;
+            }
+        }
+        TokenCommand::Revoke { id } => {
+            let token = auth.revoke_stored_device_token(&id).await?;
+            writeln!(out, "revoked {} of {}", token.id, token.username)?;
+        }
+    }
     Ok(())
 }

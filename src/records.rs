@@ -29,6 +29,29 @@ pub struct User {
     pub role: Role,
     pub password_hash: String,
     pub created_at: Timestamp,
+    /// Made once with the account and never reused: a token names the account it was minted
+    /// for, so a later account of the same name does not accept it. Empty for accounts made
+    /// before ids existed (their tokens are judged by `created_at`).
+    #[serde(default)]
+    pub id: String,
+    /// Bumped by every password change: tokens minted under an earlier generation are refused.
+    #[serde(default)]
+    pub token_generation: u64,
+}
+
+/// A device token as the store records it when it is minted, so it can be listed and revoked.
+/// The token itself is not kept: its id (the JWT's `jti`) is enough to refuse it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct DeviceToken {
+    pub id: String,
+    pub username: String,
+    /// The account the token was minted for (`User::id`).
+    #[serde(default)]
+    pub account_id: String,
+    pub scope: Option<String>,
+    pub label: Option<String>,
+    pub created_at: Timestamp,
+    pub expires_at: Timestamp,
 }
 
 /// Whether a chat session takes new turns.

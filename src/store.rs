@@ -4,6 +4,7 @@
 //! transaction and commits once (group commit), so many small durable writes share an fsync.
 //! Reads run on the blocking pool. No redb call runs on the async runtime's threads.
 
+mod accounts;
 mod agents;
 mod backup;
 mod executions;
@@ -321,6 +322,7 @@ fn migrate(db: &Database, path: &Path) -> Result<(), Error> {
         }
         txn.open_table(USERS)?;
         txn.open_table(REVOKED)?;
+        txn.open_table(DEVICE_TOKENS)?;
         txn.open_table(SESSIONS)?;
         txn.open_table(SESSIONS_BY_OWNER)?;
         txn.open_table(ACTIVE_SESSIONS)?;

@@ -1,7 +1,7 @@
 //! Users: accounts with argon2id password hashes, and the first-start `admin`.
 
 use crate::clock::Timestamp;
-use crate::records::{Role, User};
+use crate::records::{Removed, Role, User};
 use crate::store::{self, Store};
 use argon2::password_hash::phc::PasswordHash;
 use argon2::password_hash::{PasswordHasher, PasswordVerifier};
@@ -136,6 +136,8 @@ impl Users {
             role,
             password_hash,
             created_at: Timestamp::now(),
+            id: crate::ids::new_id(),
+            token_generation: 0,
         };
         let stored = user.clone();
         let created = self
@@ -188,8 +190,9 @@ impl Users {
         Ok(self.store.read(|r| r.users()).await?)
     }
 
-    /// Sets a new password.
-    pub async fn set_password(&self, username: &str, password: &str) -> Result<(), Error> {
+    /// Sets a new password; tokens minted before it are refused from now on (the account's
+    /// token generation moves on). Returns the changed account.
+    pub async fn set_password(&self, username: &str, password: &str) -> Result<User, Error> {
         check_password(password)?;
         let password = password.to_string();
         let hash = self.hashing.run(move || hash_password(&password)).await?;
@@ -199,18 +202,38 @@ impl Users {
             .write(move |tx| match tx.user(&name)? {
                 Some(mut user) => {
                     user.password_hash = hash;
+                    user.token_generation += 1;
                     tx.put_user(&user)?;
-                    Ok(true)
+                    Ok(Some(user))
                 }
-                None => Ok(false),
+                None => Ok(None),
             })
             .await?;
-        found.then_some(()).ok_or(Error::NotFound)
+        found.ok_or(Error::NotFound)
     }
 
-    /// Removes a user; the last admin stays.
-    pub async fn remove(&self, username: &str) -> Result<(), Error> {
+    /// Fails unless `username` exists and may be removed (the last admin stays).
+    pub async fn check_removable(&self, username: &str) -> Result<User, Error> {
         let name = username.to_string();
+        self.store
+            .read(move |r| {
+                let Some(user) = r.user(&name)? else {
+                    return Ok(Err(Error::NotFound));
+                };
+                let admins = r.users()?.iter().filter(|u| u.role == Role::Admin).count();
+                if user.role == Role::Admin && admins <= 1 {
+                    return Ok(Err(Error::LastAdmin));
+                }
+                Ok(Ok(user))
+            })
+            .await?
+    }
+
+    /// Removes a user and, in the same transaction, everything stored under its name, so a
+    /// later account of that name starts empty; API agents it owned pass to `heir`. The last
+    /// admin stays.
+    pub async fn remove(&self, username: &str, heir: &str) -> Result<Removed, Error> {
+        let (name, heir) = (username.to_string(), heir.to_string());
         self.store
             .write(move |tx| {
                 let Some(user) = tx.user(&name)? else {
@@ -223,10 +246,26 @@ impl Users {
                         return Ok(Err(Error::LastAdmin));
                     }
                 }
-                tx.delete_user(&name)?;
-                Ok(Ok(()))
+                Ok(Ok(tx.delete_account(&name, &heir)?))
             })
             .await?
+    }
+
+    /// The admin that inherits a removed account's agents when no admin asked for the removal
+    /// (the command line): the oldest other admin.
+    pub async fn default_heir(&self, removed: &str) -> Result<String, Error> {
+        let mut admins: Vec<User> = self
+            .list()
+            .await?
+            .into_iter()
+            .filter(|u| u.role == Role::Admin && u.username != removed)
+            .collect();
+        admins.sort_by_key(|u| u.created_at);
+        admins
+            .into_iter()
+            .next()
+            .map(|u| u.username)
+            .ok_or(Error::LastAdmin)
     }
 
     /// First start: with no users at all, creates `admin` with `env_password` or a random

@@ -14,7 +14,7 @@ pub mod vad;
 pub mod wire;
 
 use crate::agents::Agent;
-use crate::auth::Caller;
+use crate::auth::{Caller, SessionEnd};
 use crate::chat::Chat;
 use crate::clock::Timestamp;
 use crate::config::{VoiceConfig, VoiceMode};
@@ -111,11 +111,15 @@ pub(crate) struct CallShared {
     pub hangup: watch::Sender<bool>,
     /// Set once, when the call has ended.
     pub summary: watch::Sender<Option<Summary>>,
+    /// Set when the token of the call is no longer accepted: the loop closes with 4001.
+    pub signed_out: watch::Sender<bool>,
 }
 
 struct Call {
     agent: Arc<Agent>,
     username: String,
+    /// Who started the call: its ticket is good only while this token is accepted.
+    caller: Caller,
     chat_session_id: Option<String>,
     sample_rate: u32,
     preferences: speech::Preferences,
@@ -133,6 +137,15 @@ struct Ticket {
 /// A call that a socket may now carry.
 pub struct Attach {
     voice_session_id: String,
+    /// The token the call runs under: the ticket's (who started it) or the bearer's.
+    caller: Caller,
+}
+
+impl Attach {
+    /// The token the call runs under; the call ends when it stops being accepted.
+    pub fn caller(&self) -> &Caller {
+        &self.caller
+    }
 }
 
 /// Cheap-clone handle to the voice service.
@@ -279,6 +292,7 @@ impl Voice {
             Call {
                 agent,
                 username: caller.username.clone(),
+                caller: caller.clone(),
                 chat_session_id: chat_session_id.clone(),
                 sample_rate,
                 preferences: speech::Preferences {
@@ -292,6 +306,7 @@ impl Voice {
                     state: Mutex::new("listening"),
                     hangup: watch::channel(false).0,
                     summary: watch::channel(None).0,
+                    signed_out: watch::channel(false).0,
                 }),
             },
         );
@@ -326,12 +341,24 @@ impl Voice {
         ticket
     }
 
-    /// Redeems a ticket (once) for the call on `agent` it was issued for.
-    pub fn attach_ticket(&self, agent: &str, ticket: &str) -> Result<Attach, Error> {
+    /// Redeems a ticket (once) for the call on `agent` it was issued for, if the token that
+    /// started the call is still `accepted` (a ticket does not outlive a logout).
+    pub fn attach_ticket(
+        &self,
+        agent: &str,
+        ticket: &str,
+        accepted: impl Fn(&Caller) -> bool,
+    ) -> Result<Attach, Error> {
         let found = lock(&self.inner.tickets).remove(ticket);
         let found = found
             .filter(|t| t.expires > Instant::now())
             .ok_or(Error::BadTicket)?;
+        let starter = lock(&self.inner.calls)
+            .get(&found.voice_session_id)
+            .map(|call| call.caller.clone());
+        if !starter.is_some_and(|caller| accepted(&caller)) {
+            return Err(Error::BadTicket);
+        }
         self.claim(agent, &found.voice_session_id, None)
     }
 
@@ -360,13 +387,15 @@ impl Voice {
         call.attached = true;
         Ok(Attach {
             voice_session_id: id.to_string(),
+            caller: caller.unwrap_or(&call.caller).clone(),
         })
     }
 
     /// Runs an attached call: `socket` moves frames between the client and the two channels
     /// it is given; it ends when the outbound channel closes. The call task is owned here and
-    /// joined by `close_all`.
-    pub fn run<F, Fut>(&self, attach: Attach, socket: F)
+    /// joined by `close_all`. When `end` resolves (the token is no longer accepted) the call
+    /// closes with 4001.
+    pub fn run<F, Fut>(&self, attach: Attach, mut end: SessionEnd, socket: F)
     where
         F: FnOnce(mpsc::Sender<Inbound>, mpsc::Receiver<Outbound>) -> Fut,
         Fut: Future<Output = ()> + Send + 'static,
@@ -402,7 +431,15 @@ impl Voice {
         let mut tasks = lock(&self.inner.tasks);
         while tasks.try_join_next().is_some() {}
         tasks.spawn(async move {
-            let (summary, ()) = tokio::join!(call, socket);
+            let call = async { tokio::join!(call, socket) };
+            tokio::pin!(call);
+            let (summary, ()) = tokio::select! {
+                ended = &mut call => ended,
+                () = end.wait() => {
+                    shared.signed_out.send_replace(true);
+                    call.await
+                }
+            };
             *lock(&shared.state) = "ended";
             shared.summary.send_replace(Some(summary));
             if let Some(inner) = voice.upgrade() {
@@ -469,6 +506,14 @@ impl Voice {
             .collect();
         listed.sort_by(|a, b| a.voice_session_id.cmp(&b.voice_session_id));
         listed
+    }
+
+    /// Forgets the calls of a removed account (its open ones are ending with 4001 already),
+    /// so that a new account of the same name finds none of them in `voice/status` or
+    /// `voice/stop`.
+    pub fn account_removed(&self, username: &str) {
+        lock(&self.inner.calls).retain(|_, call| call.username != username);
+        self.count_open();
     }
 
     /// Ends every call with 1001 and waits for them, at most until `deadline`.

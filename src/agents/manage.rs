@@ -346,6 +346,26 @@ impl Agents {
         Ok(agent)
     }
 
+    /// Follows the removal of an account, which the store has already applied: it leaves
+    /// every share the API gave it, and API agents it owned pass to `heir`. The file's shares
+    /// and owners stay: the file names accounts on purpose.
+    pub fn account_removed(&self, username: &str, heir: &str) {
+        for agent in self.all() {
+            let mut config = agent.config.clone();
+            config
+                .shared_with
+                .retain(|u| u != username || agent.file_shares.iter().any(|f| f == u));
+            let inherit = agent.source == "api" && config.owner == username;
+            if inherit {
+                config.owner = heir.to_string();
+            }
+            if inherit || config.shared_with.len() != agent.config.shared_with.len() {
+                let next = self.successor(&agent, config);
+                self.replace(next);
+            }
+        }
+    }
+
     /// A new definition that keeps the agent's slots, stopped state and identity.
     pub(super) fn successor(&self, current: &Agent, config: AgentConfig) -> Agent {
         self.successor_with(current, config, current.outbound.clone())

@@ -4,6 +4,7 @@
 
 use super::caller_with_scope;
 use crate::app::App;
+use crate::auth::SessionEnd;
 use crate::chat::{Started, TurnRequest};
 use crate::error::{ApiError, ApiResult};
 use crate::executions::Follow;
@@ -89,20 +90,37 @@ pub async fn chat(app: &App, request: Request<Incoming>, name: &str) -> ApiResul
         Started::Live { live, .. } if document => {
             Ok(finished_document(&live.finished().await, false))
         }
-        Started::Live { live, .. } => Ok(ndjson(app.executions().follow_live(live), false)),
+        Started::Live { live, .. } => {
+            let end = app.auth().session_end(&caller);
+            Ok(ndjson(app.executions().follow_live(live), end, false))
+        }
         Started::Replay(execution) if document => Ok(finished_document(&execution, true)),
         Started::Replay(execution) => {
             let follow = app.executions().follow(&execution.id, None).await?;
-            Ok(ndjson(follow, true))
+            Ok(ndjson(follow, app.auth().session_end(&caller), true))
         }
     }
 }
 
-/// Streams an execution's events as NDJSON, one event per line, flushed as they come.
-pub fn ndjson(mut follow: Follow, replay: bool) -> Response {
+/// The last line of a stream whose token stopped being accepted.
+pub const SESSION_ENDED: &str =
+    r#"{"type":"error","error":"unauthorized","message":"this token is no longer accepted"}"#;
+
+/// Streams an execution's events as NDJSON, one event per line, flushed as they come. When
+/// the caller's token stops being accepted (logout, revocation, password change, removal)
+/// the stream ends with one `SESSION_ENDED` line; the turn goes on without it.
+pub fn ndjson(mut follow: Follow, mut end: SessionEnd, replay: bool) -> Response {
     let (tx, stream) = Body::channel();
     tokio::spawn(async move {
-        while let Some(batch) = follow.next_batch().await {
+        loop {
+            let batch = tokio::select! {
+                batch = follow.next_batch() => batch,
+                () = end.wait() => {
+                    let _ = tx.send(Bytes::from(format!("{SESSION_ENDED}\n"))).await;
+                    break;
+                }
+            };
+            let Some(batch) = batch else { break };
             let mut chunk = Vec::with_capacity(batch.iter().map(|e| e.json.len() + 1).sum());
             for event in batch {
                 chunk.extend_from_slice(event.json.as_bytes());

@@ -133,12 +133,21 @@ pub async fn stream_execution(
         })?),
     };
     let mut follow = app.executions().follow(&execution.id, after).await?;
+    let mut end = app.auth().session_end(&caller);
     let store = app.store().clone();
     let execution_id = execution.id.clone();
     let (tx, stream) = Body::channel();
     tokio::spawn(async move {
         loop {
-            let next = tokio::time::timeout(KEEPALIVE_INTERVAL, follow.next_batch()).await;
+            let next = tokio::select! {
+                next = tokio::time::timeout(KEEPALIVE_INTERVAL, follow.next_batch()) => next,
+                // The caller's token is no longer accepted: one `error` event, then the end.
+                () = end.wait() => {
+                    let data = json!({"error": "unauthorized", "message": "this token is no longer accepted"});
+                    let _ = tx.send(Bytes::from(format!("event: error\ndata: {data}\n\n"))).await;
+                    return;
+                }
+            };
             let chunk = match next {
                 Err(_) => ": keep-alive\n\n".to_string(),
                 Ok(Some(batch)) => batch

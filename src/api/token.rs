@@ -122,6 +122,9 @@ struct DeviceTokenRequest {
     scope: Option<String>,
     #[serde(default)]
     ttl: Option<String>,
+    /// A name to tell the token apart by in `GET /api/tokens`.
+    #[serde(default)]
+    label: Option<String>,
 }
 
 /// The scopes a device token may carry.
@@ -159,7 +162,19 @@ pub async fn issue_device_token(app: &App, request: Request<Incoming>) -> ApiRes
         .map(check_scope)
         .transpose()
         .map_err(ApiError::invalid)?;
+    if wanted
+        .label
+        .as_ref()
+        .is_some_and(|l| l.chars().count() > 200)
+    {
+        return Err(ApiError::invalid("label is at most 200 characters"));
+    }
     let user = app.users().get(&wanted.username).await?;
-    let issued = app.auth().issue(&user, ttl, scope);
-    Ok(body::json(StatusCode::CREATED, &issued))
+    let (issued, record) = app
+        .auth()
+        .issue_device(&user, ttl, scope, wanted.label)
+        .await?;
+    let mut answer = serde_json::to_value(&issued).unwrap_or_default();
+    answer["id"] = json!(record.id);
+    Ok(body::json(StatusCode::CREATED, &answer))
 }

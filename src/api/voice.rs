@@ -119,7 +119,11 @@ pub async fn voice_socket(app: &App, mut request: Request<Incoming>, name: &str)
     }
     let query = Query::parse(request.uri().query());
     let attach = match query.get("ticket") {
-        Some(ticket) => app.voice().attach_ticket(name, ticket)?,
+        Some(ticket) => {
+            let auth = app.auth();
+            app.voice()
+                .attach_ticket(name, ticket, |caller| auth.check(caller).is_ok())?
+        }
         None => {
             let caller = caller_with_scope(app, &request, "voice")?;
             let agent = app.agents().visible(&caller, name)?;
@@ -136,8 +140,9 @@ pub async fn voice_socket(app: &App, mut request: Request<Incoming>, name: &str)
         .voice()
         .config()
         .map_or(DEFAULT_WRITE_TIMEOUT, |c| c.write_timeout);
+    let end = app.auth().session_end(attach.caller());
     app.voice()
-        .run(attach, move |inbound, outbound| async move {
+        .run(attach, end, move |inbound, outbound| async move {
             match upgrade.await {
                 Ok(socket) => carry(socket, inbound, outbound, write_timeout).await,
                 Err(err) => tracing::debug!(cause = %err, "voice upgrade failed"),

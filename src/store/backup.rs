@@ -45,6 +45,7 @@ fn copy_to(snapshot: &ReadTransaction, target: &Path) -> Result<Backup, Error> {
     copied.table(snapshot, &txn, META)?;
     copied.table(snapshot, &txn, USERS)?;
     copied.table(snapshot, &txn, REVOKED)?;
+    copied.table(snapshot, &txn, DEVICE_TOKENS)?;
     copied.table(snapshot, &txn, SESSIONS)?;
     copied.table(snapshot, &txn, SESSIONS_BY_OWNER)?;
     copied.table(snapshot, &txn, ACTIVE_SESSIONS)?;

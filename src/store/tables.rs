@@ -14,6 +14,8 @@ pub const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 pub const USERS: TableDefinition<&str, &[u8]> = TableDefinition::new("users");
 /// jti → expiry (unix seconds) of a revoked token
 pub const REVOKED: TableDefinition<&str, i64> = TableDefinition::new("revoked_tokens");
+/// jti → DeviceToken, for every device token minted and not revoked
+pub const DEVICE_TOKENS: TableDefinition<&str, &[u8]> = TableDefinition::new("device_tokens");
 /// session id → Session
 pub const SESSIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("sessions");
 /// agent 0 user 0 session id → ()

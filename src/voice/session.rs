@@ -109,7 +109,8 @@ struct TurnTiming {
     execution_id: Option<String>,
 }
 
-/// Resolves once `voice/stop` asked the call to end.
+/// Resolves once the flag is set: `voice/stop` asked the call to end, or its token is no
+/// longer accepted.
 async fn hung_up(hangup: &mut tokio::sync::watch::Receiver<bool>) {
     if hangup.wait_for(|stop| *stop).await.is_err() {
         std::future::pending::<()>().await;
@@ -194,6 +195,7 @@ impl Call {
 
     async fn serve(&mut self, inbound: &mut mpsc::Receiver<Inbound>) -> Ending {
         let mut hangup = self.context.shared.hangup.subscribe();
+        let mut signed_out = self.context.shared.signed_out.subscribe();
         let shutdown = self.context.shutdown.clone();
         let end_at = self.context.started + self.context.config.max_duration;
         let warn_at = end_at.checked_sub(WARN_BEFORE_END).unwrap_or(end_at);
@@ -207,6 +209,9 @@ impl Call {
                 biased;
                 _ = shutdown.wait() => return (close::GOING_AWAY, "server shutting down".into()),
                 () = hung_up(&mut hangup) => return (close::NORMAL, "stopped".into()),
+                () = hung_up(&mut signed_out) => {
+                    return (close::AUTH, "this token is no longer accepted".into())
+                }
                 _ = sleep_until(end_at.into()) => {
                     return (close::DURATION, "the call reached max_duration".into())
                 }

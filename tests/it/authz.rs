@@ -1,5 +1,6 @@
 //! The authorization matrix: every route of `openapi.json` × every kind of caller (no token,
-//! expired, revoked, another user, a shared user, the owner, an admin, scoped device tokens) ×
+//! expired, revoked, another user, a re-created account, a shared user, the owner, an admin,
+//! scoped device tokens) ×
 //! the caller's own ids, another user's, and the admin's private agent. Each cell expects
 //! its documented status, and no successful answer may carry an id the caller may not see.
 
@@ -126,6 +127,12 @@ async fn run(world: &World, row: &Row, who: Who, ids: Ids, n: usize) -> Cell {
                 .to_string();
         }
         Setup::Token => token = world.fresh_token(who).await,
+        Setup::DeviceToken => {
+            let body = json!({"username": "olive", "ttl": "1h", "label": format!("cell-{n}")});
+            let minted = server.post("/api/tokens", admin, body).await;
+            assert_eq!(minted.status, 201, "{:?}", minted.body);
+            fresh = minted.json()["id"].as_str().unwrap().to_string();
+        }
     }
     let ctx = Ctx {
         world,

@@ -19,6 +19,7 @@ mod paid;
 mod private_urls;
 mod reload;
 mod restart;
+mod revocation;
 mod schema;
 mod service;
 mod sessions;

@@ -470,3 +470,56 @@ async fn a_call_past_max_duration_is_warned_then_closed_with_4009() {
     );
     assert!(events.iter().any(|e| e["type"] == "saved"), "{events:?}");
 }
+
+/// Logging out ends a call started with that token (4001) within a second, and a ticket
+/// minted before the logout no longer connects.
+#[tokio::test]
+async fn logout_ends_the_call_with_4001_and_refuses_earlier_tickets() {
+    let server = TestServer::with(voice_server(VoiceMode::Echo, |_| {})).await;
+    let token = server.admin().await;
+    let started = start(&server, &token, json!({})).await;
+    let unused = start(&server, &token, json!({})).await;
+    let mut socket = connect(&server, started["websocket_url"].as_str().unwrap(), None)
+        .await
+        .unwrap();
+    let logout = async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let reply = server
+            .call(hyper::Method::POST, "/api/auth/logout", Some(&token), None)
+            .await;
+        assert_eq!(reply.status, 200);
+        std::time::Instant::now()
+    };
+    let closing = async {
+        let heard = tokio::time::timeout(Duration::from_secs(5), read_to_close(&mut socket)).await;
+        (heard.expect("the call ended"), std::time::Instant::now())
+    };
+    let (logged_out, ((events, code), closed)) = tokio::join!(logout, closing);
+    assert_eq!(code, Some(4001), "{events:?}");
+    let after = closed.saturating_duration_since(logged_out);
+    assert!(after < Duration::from_secs(1), "the call went on {after:?}");
+    let url = unused["websocket_url"].as_str().unwrap();
+    assert_eq!(connect(&server, url, None).await.err(), Some(401));
+}
+
+/// A new account of a removed one's name finds none of its calls.
+#[tokio::test]
+async fn a_recreated_account_sees_none_of_the_removed_ones_calls() {
+    let server = TestServer::with(voice_server(VoiceMode::Echo, |_| {})).await;
+    let admin = server.admin().await;
+    let share = json!({"username": "dave"});
+    let dave = server.user("dave").await;
+    let shared = server
+        .post("/api/agents/echo/shares", &admin, share.clone())
+        .await;
+    assert_eq!(shared.status, 201, "{:?}", shared.body);
+    start(&server, &dave, json!({})).await;
+    let removed = server
+        .call(hyper::Method::DELETE, "/api/users/dave", Some(&admin), None)
+        .await;
+    assert_eq!(removed.status, 200, "{:?}", removed.body);
+    let dave = server.user("dave").await;
+    server.post("/api/agents/echo/shares", &admin, share).await;
+    let status = server.get("/api/agents/echo/voice/status", &dave).await;
+    assert_eq!(status.json()["sessions"], json!([]), "{:?}", status.body);
+}

@@ -23,6 +23,9 @@ pub enum Who {
     Deleted,
     /// mallory: a user the agent is not shared with.
     Other,
+    /// rhea, made again after her first account (shared with, chatting) was removed: she
+    /// must find nothing of the first one.
+    Recreated,
     /// sam: the agent is shared with him.
     Shared,
     /// olive: she owns the agent.
@@ -35,12 +38,13 @@ pub enum Who {
 }
 
 impl Who {
-    pub const ALL: [Who; 11] = [
+    pub const ALL: [Who; 12] = [
         Who::NoToken,
         Who::Expired,
         Who::Revoked,
         Who::Deleted,
         Who::Other,
+        Who::Recreated,
         Who::Shared,
         Who::Owner,
         Who::Admin,
@@ -56,6 +60,7 @@ impl Who {
             Who::Revoked => "revoked",
             Who::Deleted => "deleted",
             Who::Other => "other",
+            Who::Recreated => "recreated",
             Who::Shared => "shared",
             Who::Owner => "owner",
             Who::Admin => "admin",
@@ -83,12 +88,13 @@ impl Who {
         )
     }
 
-    /// The user behind the token (device tokens are olive's).
+    /// The user behind the token (device tokens are olive's); a re-created account is
+    /// answered as any user the agent is not shared with.
     pub fn user(self) -> Who {
-        if self.scope().is_some() {
-            Who::Owner
-        } else {
-            self
+        match self {
+            _ if self.scope().is_some() => Who::Owner,
+            Who::Recreated => Who::Other,
+            _ => self,
         }
     }
 }
@@ -140,6 +146,8 @@ pub struct World {
     pub link: Link,
     pub vault_link: Link,
     pub visitor_session: String,
+    /// The first rhea's turn on `atelier`, deleted with her account.
+    pub rhea_before: Turn,
 }
 
 pub fn config(config: &mut Config) {
@@ -191,12 +199,14 @@ impl World {
             .call(Method::DELETE, "/api/users/dora", Some(&admin), None)
             .await;
         assert_eq!(removed.status, 200, "{:?}", removed.body);
+        let (rhea_before, rhea) = recreated(&server, &admin, &olive).await;
         let mut tokens = vec![
             (Who::NoToken, None),
             (Who::Expired, Some(expired)),
             (Who::Revoked, Some(revoked)),
             (Who::Deleted, Some(deleted)),
             (Who::Other, Some(mallory)),
+            (Who::Recreated, Some(rhea)),
             (Who::Shared, Some(sam.clone())),
             (Who::Owner, Some(olive.clone())),
             (Who::Admin, Some(admin.clone())),
@@ -231,6 +241,7 @@ impl World {
             link,
             vault_link,
             visitor_session: visit.json()["session_id"].as_str().unwrap().to_string(),
+            rhea_before,
         }
     }
 
@@ -243,6 +254,7 @@ impl World {
     pub async fn fresh_token(&self, who: Who) -> Option<String> {
         let admin = self.token(Who::Admin).unwrap();
         let username = match who.user() {
+            Who::Other if who == Who::Recreated => "rhea",
             Who::Other => "mallory",
             Who::Shared => "sam",
             Who::Owner => "olive",
@@ -307,6 +319,7 @@ impl World {
                 turn_ids(&self.admin),
                 turn_ids(&self.sam),
                 vec![self.link.id.clone(), name(AGENT)],
+                turn_ids(&self.rhea_before),
             ]
             .concat(),
         }
@@ -314,6 +327,27 @@ impl World {
         .filter(|secret| !secret.is_empty())
         .collect()
     }
+}
+
+/// rhea, with a share of `atelier` and a turn on it, removed and made again: her first
+/// turn, and the new account's token.
+async fn recreated(server: &TestServer, admin: &str, olive: &str) -> (Turn, String) {
+    let first = server.user("rhea").await;
+    let shared = server
+        .post(
+            &format!("/api/agents/{AGENT}/shares"),
+            olive,
+            json!({"username": "rhea"}),
+        )
+        .await;
+    assert_eq!(shared.status, 201, "{:?}", shared.body);
+    let before = turn(server, &first, "rhea", AGENT).await;
+    device_token(server, admin, "rhea", Some("chat")).await;
+    let removed = server
+        .call(Method::DELETE, "/api/users/rhea", Some(admin), None)
+        .await;
+    assert_eq!(removed.status, 200, "{:?}", removed.body);
+    (before, server.user("rhea").await)
 }
 
 /// A token of `username` that expired a minute ago, signed with the daemon's own secret.

@@ -49,6 +49,8 @@ pub enum Setup {
     Voice,
     /// A new token for the caller.
     Token,
+    /// A new device token of olive's (its id is `fresh`).
+    DeviceToken,
 }
 
 /// One cell's request.
@@ -240,6 +242,19 @@ pub fn rows() -> Vec<Row> {
                 json!({"username": "sam", "scope": "chat"}),
             )
         }),
+        row(M::GET, "/api/tokens", Full(200), ONE, |_| {
+            req("/api/tokens".into())
+        }),
+        // Olive's device token: hers and an admin's to revoke; to anyone else it is not there.
+        row(M::DELETE, "/api/tokens/{id}", Full(200), ONE, |c| {
+            req(format!("/api/tokens/{}", c.fresh))
+        })
+        .setup(Setup::DeviceToken)
+        .except(&[
+            (Who::Other, Ids::Own, 404),
+            (Who::Recreated, Ids::Own, 404),
+            (Who::Shared, Ids::Own, 404),
+        ]),
         row(M::GET, "/api/users/me", Token(200), ONE, |_| {
             req("/api/users/me".into())
         }),
@@ -250,6 +265,18 @@ pub fn rows() -> Vec<Row> {
             let body = json!({"username": format!("made-{}", c.n), "password": "a-long-password"});
             with_body("/api/users".into(), body)
         }),
+        // A fresh user's: users may change only their own.
+        row(
+            M::PUT,
+            "/api/users/{username}/password",
+            Admin(200),
+            ONE,
+            |c| {
+                let body = json!({"password": "another-long-password"});
+                with_body(format!("/api/users/{}/password", c.fresh), body)
+            },
+        )
+        .setup(Setup::User),
         row(M::DELETE, "/api/users/{username}", Admin(200), ONE, |c| {
             req(format!("/api/users/{}", c.fresh))
         })
@@ -258,7 +285,7 @@ pub fn rows() -> Vec<Row> {
             req("/api/agents".into())
         })
         // The list answers everyone with a token (the leak check reads what it lists).
-        .except(&[(Who::Other, Ids::Own, 200)]),
+        .except(&[(Who::Other, Ids::Own, 200), (Who::Recreated, Ids::Own, 200)]),
         row(M::POST, "/api/agents", Full(201), ONE, |c| {
             with_body(
                 "/api/agents".into(),
