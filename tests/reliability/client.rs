@@ -147,15 +147,7 @@ impl Conn {
     /// Sends and insists on `status`, returning the JSON answer.
     pub async fn expect(&mut self, call: &Call, status: u16) -> anyhow::Result<Value> {
         let reply = self.send(call).await?;
-        anyhow::ensure!(
-            reply.status == status,
-            "{} {} answered {} (wanted {status}): {}",
-            call.method,
-            call.path,
-            reply.status,
-            String::from_utf8_lossy(&reply.body)
-        );
-        reply.json()
+        insist(call, &reply, status)
     }
 
     /// As `expect`, but a `429` (a busy password hasher, say) is asked again after its
@@ -164,21 +156,26 @@ impl Conn {
         for _ in 0..60 {
             let reply = self.send(call).await?;
             if reply.status != 429 {
-                anyhow::ensure!(
-                    reply.status == status,
-                    "{} {} answered {} (wanted {status}): {}",
-                    call.method,
-                    call.path,
-                    reply.status,
-                    String::from_utf8_lossy(&reply.body)
-                );
-                return reply.json();
+                return insist(call, &reply, status);
             }
             let wait = reply.json()?["retry_after"].as_u64().unwrap_or(1);
             tokio::time::sleep(std::time::Duration::from_secs(wait.clamp(1, 5))).await;
         }
         anyhow::bail!("{} {} was busy for a minute", call.method, call.path)
     }
+}
+
+/// The JSON answer of `reply`, which must have `status`.
+fn insist(call: &Call, reply: &Reply, status: u16) -> anyhow::Result<Value> {
+    anyhow::ensure!(
+        reply.status == status,
+        "{} {} answered {} (wanted {status}): {}",
+        call.method,
+        call.path,
+        reply.status,
+        String::from_utf8_lossy(&reply.body)
+    );
+    reply.json()
 }
 
 /// One request on a connection of its own.
