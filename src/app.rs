@@ -15,10 +15,13 @@ use crate::records::AgentRecord;
 use crate::records::Removed;
 use crate::store::Store;
 use crate::tasks::Pool;
-use crate::users::Users;
+use crate::users::{self, Users};
 use crate::voice::Voice;
 use std::sync::Arc;
 use std::time::Duration;
+
+/// How long removing an agent or an account waits for each of its runs to stop.
+const STOP_WAIT: Duration = Duration::from_secs(10);
 
 /// Shared state of the running daemon.
 #[derive(Clone)]
@@ -165,10 +168,73 @@ impl App {
         self.pool().drop_agent(agent.name());
         for live in self.executions().live_of(agent.name()) {
             live.stop(StopReason::Terminated);
-            let _ = tokio::time::timeout(Duration::from_secs(10), live.finished()).await;
+            let _ = tokio::time::timeout(STOP_WAIT, live.finished()).await;
         }
         let name = agent.name().to_string();
         Ok(self.store().write(move |tx| tx.delete_agent(&name)).await?)
+    }
+
+    /// Removes an account: first its tokens are refused and its streams and calls end, then
+    /// its queued tasks are dropped and its running work is stopped and waited for (so that
+    /// nothing writes under the name afterwards), then one transaction deletes it with
+    /// everything stored under its name. Its API agents pass to the admin who removes it (to
+    /// the oldest other admin when they remove themselves), whose name is returned.
+    pub async fn remove_account(
+        &self,
+        caller: &Caller,
+        username: &str,
+    ) -> Result<(Removed, String), users::Error> {
+        let user = self.users().check_removable(username).await?;
+        let heir = if caller.username == username {
+            self.users().default_heir(username).await?
+        } else {
+            caller.username.clone()
+        };
+        self.auth().account_removed(username);
+        self.voice().account_removed(username);
+        let removed = match self.stop_work_of(username).await {
+            Ok(()) => self.users().remove(username, &heir).await,
+            Err(err) => Err(err),
+        };
+        let removed = match removed {
+            Ok(removed) => removed,
+            Err(err) => {
+                self.auth().account_added(&user);
+                return Err(err);
+            }
+        };
+        self.agents().account_removed(username, &heir);
+        Ok((removed, heir))
+    }
+
+    /// Cancels the user's queued tasks and stops their running executions, waiting a while
+    /// for each to finish.
+    async fn stop_work_of(&self, username: &str) -> Result<(), users::Error> {
+        let name = username.to_string();
+        let unfinished = self
+            .store()
+            .read(move |r| r.unfinished_executions_of(&name))
+            .await?;
+        for execution in unfinished {
+            let cancelled = self
+                .pool()
+                .cancel_queued(&execution.agent, &execution.id)
+                .await
+                .unwrap_or(false);
+            if cancelled {
+                continue;
+            }
+            if let Some(live) = self.executions().live(&execution.id) {
+                live.stop(StopReason::Terminated);
+                if tokio::time::timeout(STOP_WAIT, live.finished())
+                    .await
+                    .is_err()
+                {
+                    tracing::warn!(execution = %execution.id, "a removed account's run did not stop in time");
+                }
+            }
+        }
+        Ok(())
     }
 
     pub fn started_at(&self) -> Timestamp {

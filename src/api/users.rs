@@ -3,17 +3,12 @@
 use super::{authenticate, Query};
 use crate::app::App;
 use crate::error::{ApiError, ApiResult};
-use crate::executions::StopReason;
 use crate::http::body;
 use crate::records::{Role, User};
 use hyper::body::Incoming;
 use hyper::{Request, StatusCode};
 use serde::Deserialize;
 use serde_json::{json, Value};
-use std::time::Duration;
-
-/// How long removing an account waits for each of its runs to stop.
-const STOP_WAIT: Duration = Duration::from_secs(10);
 
 fn view(user: &User) -> Value {
     json!({"username": user.username, "role": user.role, "created_at": user.created_at})
@@ -111,64 +106,13 @@ pub async fn set_password(app: &App, request: Request<Incoming>, username: &str)
     ))
 }
 
-/// `DELETE /api/users/{username}` (admin): first the account's tokens are refused and its
-/// streams and calls end, then its running work stops, then one transaction deletes it with
-/// everything stored under its name (its API agents pass to the admin who removes it).
+/// `DELETE /api/users/{username}` (admin): see `App::remove_account`.
 pub async fn delete_user(app: &App, request: &Request<Incoming>, username: &str) -> ApiResult {
     let caller = authenticate(app, request)?;
     caller.require_admin()?;
-    let user = app.users().check_removable(username).await?;
-    let heir = if caller.username == username {
-        app.users().default_heir(username).await?
-    } else {
-        caller.username.clone()
-    };
-    app.auth().account_removed(username);
-    app.voice().account_removed(username);
-    let removed = match stop_work_of(app, username).await {
-        Ok(()) => app.users().remove(username, &heir).await,
-        Err(err) => Err(err),
-    };
-    let removed = match removed {
-        Ok(removed) => removed,
-        Err(err) => {
-            app.auth().account_added(&user);
-            return Err(err.into());
-        }
-    };
-    app.agents().account_removed(username, &heir);
+    let (removed, heir) = app.remove_account(&caller, username).await?;
     Ok(body::json(
         StatusCode::OK,
         &json!({"deleted": true, "username": username, "removed": removed, "agents_to": heir}),
     ))
-}
-
-/// Cancels the user's queued tasks and stops its running executions, waiting (a while) for
-/// each to finish, so that nothing writes under the name after its rows are deleted.
-async fn stop_work_of(app: &App, username: &str) -> Result<(), crate::users::Error> {
-    let name = username.to_string();
-    let unfinished = app
-        .store()
-        .read(move |r| r.unfinished_executions_of(&name))
-        .await?;
-    for execution in unfinished {
-        let cancelled = app
-            .pool()
-            .cancel_queued(&execution.agent, &execution.id)
-            .await
-            .unwrap_or(false);
-        if cancelled {
-            continue;
-        }
-        if let Some(live) = app.executions().live(&execution.id) {
-            live.stop(StopReason::Terminated);
-            if tokio::time::timeout(STOP_WAIT, live.finished())
-                .await
-                .is_err()
-            {
-                tracing::warn!(execution = %execution.id, "a removed account's run did not stop in time");
-            }
-        }
-    }
-    Ok(())
 }
