@@ -23,7 +23,8 @@ dpkg-deb -I "$deb"
 dpkg-deb -c "$deb" | tee "$work/contents"
 for path in ./usr/bin/outpost ./usr/lib/systemd/system/outpost.service \
     ./usr/lib/systemd/system/outpost.socket ./etc/outpost/outpost.toml \
-    ./usr/share/doc/outpost/README.md ./usr/share/doc/outpost/outpost.toml.example; do
+    ./usr/share/doc/outpost/README.md ./usr/share/doc/outpost/CHANGELOG.md \
+    ./usr/share/doc/outpost/docs/operating.md ./usr/share/doc/outpost/outpost.toml.example; do
   grep -q " $path\$" "$work/contents" || fail "$path is not in the package"
 done
 dpkg-deb -e "$deb" "$work/control"

@@ -17,6 +17,7 @@ mod outbound;
 mod packaging;
 mod paid;
 mod private_urls;
+mod readme;
 mod reload;
 mod restart;
 mod revocation;

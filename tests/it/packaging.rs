@@ -252,3 +252,35 @@ async fn the_packaged_config_listens_on_8443_with_tls_and_starts_on_loopback() {
     assert_eq!(reply.status, 200);
     daemon.stop().await;
 }
+
+/// The packages carry every page the README links to: each `docs/*.md` and the changelog.
+#[test]
+fn packages_carry_the_docs_pages() {
+    let manifest: toml::Value =
+        toml::from_str(&std::fs::read_to_string(root().join("Cargo.toml")).unwrap()).unwrap();
+    let metadata = &manifest["package"]["metadata"];
+    let deb: Vec<&str> = metadata["deb"]["assets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a[0].as_str().unwrap())
+        .collect();
+    let rpm: Vec<&str> = metadata["generate-rpm"]["assets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["source"].as_str().unwrap())
+        .collect();
+    let mut pages = vec!["README.md".to_string(), "CHANGELOG.md".to_string()];
+    for entry in std::fs::read_dir(root().join("docs")).unwrap() {
+        let name = entry.unwrap().file_name().into_string().unwrap();
+        if name.ends_with(".md") {
+            pages.push(format!("docs/{name}"));
+        }
+    }
+    assert!(pages.len() > 3, "{pages:?}");
+    for page in &pages {
+        assert!(deb.contains(&page.as_str()), "{page} is not in the .deb");
+        assert!(rpm.contains(&page.as_str()), "{page} is not in the .rpm");
+    }
+}
