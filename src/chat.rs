@@ -17,6 +17,8 @@ use serde_json::json;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+/// Largest message a turn accepts, in characters (chat and paid turns; visitors have their own).
+pub const MAX_MESSAGE_CHARS: usize = 100_000;
 /// How long an idempotency key holds.
 pub const IDEMPOTENCY_WINDOW_MS: i64 = 24 * 3600 * 1000;
 /// Earlier messages handed to engines that take the history.

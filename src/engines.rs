@@ -126,11 +126,6 @@ pub trait Engine: Send + Sync {
         false
     }
 
-    /// Checks cheaply that turns could run now (for `/readyz`): the error says what is missing.
-    fn probe(&self) -> BoxFuture<'_, Result<(), String>> {
-        Box::pin(async { Ok(()) })
-    }
-
     /// Runs one turn, sending events to `sink` as they are produced.
     fn run<'a>(&'a self, turn: Turn, sink: EventSink) -> BoxFuture<'a, Result<Outcome, Error>>;
 }

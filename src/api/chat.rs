@@ -5,7 +5,7 @@
 use super::caller_with_scope;
 use crate::app::App;
 use crate::auth::SessionEnd;
-use crate::chat::{Started, TurnRequest};
+use crate::chat::{Started, TurnRequest, MAX_MESSAGE_CHARS};
 use crate::error::{ApiError, ApiResult};
 use crate::executions::Follow;
 use crate::http::body::{self, Body, Response};
@@ -28,9 +28,6 @@ struct ChatBody {
     #[serde(default)]
     model: Option<String>,
 }
-
-/// Largest message accepted, in characters.
-const MAX_MESSAGE_CHARS: usize = 100_000;
 
 /// The request's `Idempotency-Key`, checked.
 pub fn idempotency_key(request: &Request<Incoming>) -> Result<Option<String>, ApiError> {

@@ -75,14 +75,6 @@ impl Command {
 }
 
 impl Engine for Command {
-    fn probe(&self) -> BoxFuture<'_, Result<(), String>> {
-        let found = match &self.invocation {
-            Err(reason) => Err(reason.clone()),
-            Ok(invocation) => find_program(&invocation.program),
-        };
-        Box::pin(async move { found })
-    }
-
     fn kind(&self) -> &'static str {
         "command"
     }
@@ -275,23 +267,3 @@ fn finish(
 
 #[cfg(test)]
 mod tests;
-
-/// Whether `program` names an executable file, directly or through `PATH`.
-fn find_program(program: &str) -> Result<(), String> {
-    use std::os::unix::fs::PermissionsExt;
-    let executable = |path: &std::path::Path| {
-        std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-    };
-    let found = if program.contains('/') {
-        executable(std::path::Path::new(program))
-    } else {
-        std::env::var_os("PATH").is_some_and(|paths| {
-            std::env::split_paths(&paths).any(|dir| executable(&dir.join(program)))
-        })
-    };
-    if found {
-        Ok(())
-    } else {
-        Err(format!("program {program:?} not found or not executable"))
-    }
-}

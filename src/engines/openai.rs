@@ -45,10 +45,9 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct OpenAi {
     /// Where and what to ask, or why this engine cannot ask anything.
     settings: Result<Settings, String>,
-    /// Pooled, so consecutive turns reuse a kept-alive connection.
+    /// Pooled, so consecutive turns reuse a kept-alive connection; it connects only where
+    /// the engine's outbound policy permits.
     client: client::Client,
-    /// Where the client may connect; the readiness probe follows it too.
-    outbound: OutboundPolicy,
 }
 
 struct Settings {
@@ -82,12 +81,8 @@ impl OpenAi {
                 other.kind()
             )),
         };
-        let client = client::client_for(outbound.clone(), CONNECT_TIMEOUT);
-        OpenAi {
-            settings,
-            client,
-            outbound,
-        }
+        let client = client::client_for(outbound, CONNECT_TIMEOUT);
+        OpenAi { settings, client }
     }
 }
 
@@ -110,28 +105,6 @@ impl Engine for OpenAi {
     /// The server keeps no conversation: every turn carries the session's history.
     fn wants_history(&self) -> bool {
         true
-    }
-
-    fn probe(&self) -> BoxFuture<'_, Result<(), String>> {
-        Box::pin(async move {
-            let settings = self.settings.as_ref().map_err(Clone::clone)?;
-            let host = settings
-                .endpoint
-                .host()
-                .unwrap_or("localhost")
-                .trim_matches(['[', ']']);
-            let port = client::port(&settings.endpoint);
-            self.outbound
-                .check_url(&settings.endpoint)
-                .await
-                .map_err(|err| err.to_string())?;
-            let connect = tokio::net::TcpStream::connect((host, port));
-            match tokio::time::timeout(std::time::Duration::from_secs(1), connect).await {
-                Ok(Ok(_)) => Ok(()),
-                Ok(Err(err)) => Err(format!("{}: {err}", settings.base_url)),
-                Err(_) => Err(format!("{}: no answer within 1 s", settings.base_url)),
-            }
-        })
     }
 
     fn run<'a>(&'a self, turn: Turn, sink: EventSink) -> BoxFuture<'a, Result<Outcome, Error>> {

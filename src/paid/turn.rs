@@ -6,15 +6,13 @@ use super::evm::hex;
 use super::facilitator::Verdict;
 use super::verify::{verify, Verified};
 use super::{refusal, Error, Offer, Paywall, Reason};
-use crate::chat::{self, AdmitHook, Started, TurnRequest};
+use crate::chat::{self, AdmitHook, Started, TurnRequest, MAX_MESSAGE_CHARS};
 use crate::records::{Execution, ExecutionKind, Session, SessionStatus};
 use crate::store::{NonceClaim, PendingSettlement};
 use serde_json::{json, Value};
 use std::time::Instant;
 use tokio::sync::oneshot;
 
-/// Largest message accepted, in characters.
-const MAX_MESSAGE_CHARS: usize = 100_000;
 /// How long a nonce claim outlives its authorization's `validBefore`.
 const NONCE_MARGIN_SECONDS: u64 = 3600;
 /// The `source` of a paid turn's messages.

@@ -302,7 +302,6 @@ async fn a_user_engine_does_not_connect_to_a_private_address() {
             }
             other => panic!("{base_url}: expected a refusal, got {other:?}"),
         }
-        assert!(engine.probe().await.is_err(), "{base_url}");
     }
     assert!(!server.is_finished(), "nothing reached the server");
 }
