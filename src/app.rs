@@ -15,6 +15,7 @@ use crate::records::AgentRecord;
 use crate::records::Removed;
 use crate::store::Store;
 use crate::tasks::Pool;
+use crate::turns::Turns;
 use crate::users::{self, Users};
 use crate::voice::Voice;
 use std::sync::Arc;
@@ -38,6 +39,7 @@ struct Inner {
     agents: Arc<Agents>,
     executions: Executions,
     chat: Chat,
+    turns: Turns,
     pool: Pool,
     links: Links,
     paywall: Paywall,
@@ -62,11 +64,12 @@ impl App {
             store.clone(),
             config.outbound_allow.clone(),
         ));
-        let chat = Chat::new(store.clone(), executions.clone());
+        let chat = Chat::new(store.clone());
+        let turns = Turns::new(store.clone(), executions.clone());
         let pool = Pool::new(
             store.clone(),
             executions.clone(),
-            chat.clone(),
+            turns.clone(),
             agents.clone(),
             metrics.clone(),
             config.workers,
@@ -74,19 +77,20 @@ impl App {
         );
         let links = Links::new(
             store.clone(),
-            chat.clone(),
+            turns.clone(),
             agents.clone(),
             config.public.clone(),
         );
         let paywall = Paywall::new(
             store.clone(),
-            chat.clone(),
+            turns.clone(),
             agents.clone(),
             crate::paid::system_clock(),
         );
         let voice = Voice::new(
             config.voice.clone(),
             chat.clone(),
+            turns.clone(),
             executions.clone(),
             metrics.clone(),
         );
@@ -105,6 +109,7 @@ impl App {
                     ),
                 ),
                 chat,
+                turns,
                 pool,
                 executions,
                 auth,
@@ -140,6 +145,10 @@ impl App {
     }
     pub fn chat(&self) -> &Chat {
         &self.inner.chat
+    }
+
+    pub fn turns(&self) -> &Turns {
+        &self.inner.turns
     }
     pub fn read_cache(&self) -> &crate::api::cache::ReadCache {
         &self.inner.read_cache

@@ -1,7 +1,7 @@
 //! The one place errors become HTTP: every area's error maps to a status, a stable code and a
 //! safe message (`{"error", "message", …}`); causes go to the log, never to the client.
 
-use crate::{agents, auth, chat, executions, links, paid, store, tasks, users, voice};
+use crate::{agents, auth, executions, links, paid, store, tasks, turns, users, voice};
 use hyper::StatusCode;
 use serde_json::{json, Map, Value};
 
@@ -147,9 +147,9 @@ impl From<users::Error> for ApiError {
     }
 }
 
-impl From<chat::Error> for ApiError {
-    fn from(err: chat::Error) -> ApiError {
-        use chat::Error::*;
+impl From<turns::Error> for ApiError {
+    fn from(err: turns::Error) -> ApiError {
+        use turns::Error::*;
         match err {
             Agent(cause) => cause.into(),
             SessionNotFound => ApiError::not_found("session"),
@@ -168,7 +168,10 @@ impl From<chat::Error> for ApiError {
                 "idempotency_key_reused",
                 &err,
             ),
-            EmptyMessage => ApiError::invalid(&err),
+            EmptyMessage | MessageTooLong { .. } => ApiError::invalid(&err),
+            QueueFull { .. } => {
+                ApiError::new(StatusCode::TOO_MANY_REQUESTS, "queue_full", &err).retry_after(2)
+            }
             BadCursor => ApiError::bad_request(&err),
             Store(cause) => cause.into(),
         }
@@ -178,10 +181,7 @@ impl From<chat::Error> for ApiError {
 impl From<tasks::Error> for ApiError {
     fn from(err: tasks::Error) -> ApiError {
         match err {
-            tasks::Error::QueueFull { .. } => {
-                ApiError::new(StatusCode::TOO_MANY_REQUESTS, "queue_full", &err).retry_after(2)
-            }
-            tasks::Error::Chat(cause) => cause.into(),
+            tasks::Error::Turn(cause) => cause.into(),
             tasks::Error::Store(cause) => cause.into(),
         }
     }
@@ -215,7 +215,7 @@ impl From<links::Error> for ApiError {
             Invalid(_) => ApiError::invalid(&err),
             BadCursor => ApiError::bad_request(&err),
             Agent(cause) => cause.into(),
-            Chat(cause) => cause.into(),
+            Turn(cause) => cause.into(),
             Store(cause) => cause.into(),
         }
     }
@@ -264,7 +264,7 @@ impl From<paid::Error> for ApiError {
                 ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "interrupted", &err).retry_after(5)
             }
             Agent(cause) => cause.into(),
-            Chat(cause) => cause.into(),
+            Turn(cause) => cause.into(),
             Store(cause) => cause.into(),
         }
     }
@@ -285,7 +285,7 @@ impl From<voice::Error> for ApiError {
             BadTicket => ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", &err),
             Taken => ApiError::new(StatusCode::CONFLICT, "voice_session_taken", &err),
             Invalid(_) => ApiError::invalid(&err),
-            Chat(cause) => cause.into(),
+            Turn(cause) => cause.into(),
         }
     }
 }

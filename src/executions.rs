@@ -10,7 +10,7 @@ mod follow;
 mod run;
 
 pub use follow::Follow;
-pub use run::{Finished, RunSpec};
+pub use run::{AfterHook, Finished, RunSpec};
 
 use crate::clock::Timestamp;
 use crate::metrics::Metrics;

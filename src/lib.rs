@@ -28,7 +28,9 @@ pub mod reload;
 pub mod service;
 pub mod shutdown;
 pub mod store;
+pub mod sync;
 pub mod tasks;
+pub mod turns;
 pub mod users;
 pub mod voice;
 

@@ -18,12 +18,12 @@ pub use visitors::{LinkInfo, VisitorHistory, VisitorTurn};
 
 use crate::agents::{self, Agent, Agents};
 use crate::auth::Caller;
-use crate::chat::{self, Chat};
 use crate::clock::Timestamp;
 use crate::config::bounds::{self, Number};
 use crate::config::PublicConfig;
 use crate::records::LinkRecord;
 use crate::store::{self, Store};
+use crate::turns::{self, Turns};
 use serde::{Deserialize, Deserializer};
 use serde_json::{json, Value};
 use std::sync::Arc;
@@ -56,7 +56,7 @@ pub enum Error {
     #[error(transparent)]
     Agent(#[from] agents::Error),
     #[error(transparent)]
-    Chat(chat::Error),
+    Turn(turns::Error),
     #[error(transparent)]
     Store(#[from] store::Error),
 }
@@ -111,7 +111,7 @@ pub struct Links {
 
 struct Inner {
     store: Store,
-    chat: Chat,
+    turns: Turns,
     agents: Arc<Agents>,
     config: PublicConfig,
     clock: Clock,
@@ -122,11 +122,11 @@ struct Inner {
 }
 
 impl Links {
-    pub fn new(store: Store, chat: Chat, agents: Arc<Agents>, config: PublicConfig) -> Links {
+    pub fn new(store: Store, turns: Turns, agents: Arc<Agents>, config: PublicConfig) -> Links {
         Links {
             inner: Arc::new(Inner {
                 store,
-                chat,
+                turns,
                 agents,
                 config,
                 clock: Clock::default(),

@@ -21,9 +21,8 @@ pub use receipt::ReceiptRequest;
 pub use turn::{Delivery, Paid, PaidTurn, Pending};
 
 use crate::agents::{self, Agent, Agents};
-use crate::chat::{self, Chat};
-use crate::records::Message;
 use crate::store::{self, Store};
+use crate::turns::{self, Turns};
 use facilitator::Facilitator;
 use serde_json::Value;
 use std::collections::HashMap;
@@ -113,7 +112,7 @@ pub enum Error {
     #[error(transparent)]
     Agent(#[from] agents::Error),
     #[error(transparent)]
-    Chat(#[from] chat::Error),
+    Turn(#[from] turns::Error),
     #[error(transparent)]
     Store(#[from] store::Error),
 }
@@ -134,7 +133,7 @@ pub struct Paywall {
 
 struct Inner {
     store: Store,
-    chat: Chat,
+    turns: Turns,
     agents: Arc<Agents>,
     facilitator: Facilitator,
     clock: Clock,
@@ -150,11 +149,11 @@ struct Inner {
 }
 
 impl Paywall {
-    pub fn new(store: Store, chat: Chat, agents: Arc<Agents>, clock: Clock) -> Paywall {
+    pub fn new(store: Store, turns: Turns, agents: Arc<Agents>, clock: Clock) -> Paywall {
         Paywall {
             inner: Arc::new(Inner {
                 store,
-                chat,
+                turns,
                 agents,
                 facilitator: Facilitator::default(),
                 clock,
@@ -194,7 +193,7 @@ impl Paywall {
     }
 
     fn spawn(&self, work: impl std::future::Future<Output = ()> + Send + 'static) {
-        let mut set = crate::chat::lock(&self.inner.settlements);
+        let mut set = crate::sync::lock(&self.inner.settlements);
         while set.try_join_next().is_some() {}
         set.spawn(work);
     }
@@ -202,25 +201,12 @@ impl Paywall {
     /// Waits for settlements in flight until `deadline`; those cut short stay owed in the
     /// store and are taken up at the next start.
     pub async fn drain(&self, deadline: tokio::time::Instant) {
-        let mut set = std::mem::take(&mut *crate::chat::lock(&self.inner.settlements));
+        let mut set = std::mem::take(&mut *crate::sync::lock(&self.inner.settlements));
         let _ =
             tokio::time::timeout_at(deadline, async { while set.join_next().await.is_some() {} })
                 .await;
         set.abort_all();
     }
-}
-
-/// Whether `message` may reach a model as history: the reply of a paid turn only once its
-/// payment is settled, so a withheld reply cannot be had by asking the next turn to repeat it.
-pub fn released(reader: &store::Reader, message: &Message) -> Result<bool, store::Error> {
-    if message.role != "assistant" || message.source != turn::SOURCE {
-        return Ok(true);
-    }
-    let Some(execution_id) = &message.execution_id else {
-        return Ok(true);
-    };
-    let payment = reader.execution(execution_id)?.and_then(|e| e.payment);
-    Ok(payment.is_some_and(|p| p["state"] == "settled"))
 }
 
 /// A 402 with a fresh challenge.

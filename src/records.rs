@@ -137,6 +137,14 @@ impl ExecutionKind {
     pub fn parse(text: &str) -> Option<ExecutionKind> {
         ExecutionKind::ALL.into_iter().find(|k| k.as_str() == text)
     }
+
+    /// The `source` of the messages its turns store.
+    pub fn source(self) -> &'static str {
+        match self {
+            ExecutionKind::Chat => "text",
+            other => other.as_str(),
+        }
+    }
 }
 
 /// Where an execution stands; it reaches a final state exactly once.

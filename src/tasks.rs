@@ -12,11 +12,12 @@ mod submit;
 pub use submit::{Submitted, TaskRequest};
 
 use crate::agents::Agents;
-use crate::chat::{lock, Chat};
 use crate::executions::{Executions, Live};
 use crate::metrics::Metrics;
 use crate::shutdown::Shutdown;
 use crate::store::{self, Store};
+use crate::sync::lock;
+use crate::turns::Turns;
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -27,10 +28,8 @@ use tokio::task::JoinHandle;
 /// What can go wrong submitting or cancelling tasks.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("the task queue is full ({scope}); try again shortly")]
-    QueueFull { scope: &'static str },
     #[error(transparent)]
-    Chat(#[from] crate::chat::Error),
+    Turn(#[from] crate::turns::Error),
     #[error(transparent)]
     Store(#[from] store::Error),
 }
@@ -75,7 +74,7 @@ pub struct Pool {
 struct Inner {
     store: Store,
     executions: Executions,
-    chat: Chat,
+    turns: Turns,
     agents: Arc<Agents>,
     metrics: Arc<Metrics>,
     workers: usize,
@@ -90,7 +89,7 @@ impl Pool {
     pub fn new(
         store: Store,
         executions: Executions,
-        chat: Chat,
+        turns: Turns,
         agents: Arc<Agents>,
         metrics: Arc<Metrics>,
         workers: usize,
@@ -101,7 +100,7 @@ impl Pool {
             inner: Arc::new(Inner {
                 store,
                 executions,
-                chat,
+                turns,
                 agents,
                 metrics,
                 workers,
@@ -164,7 +163,7 @@ impl Pool {
                     if head
                         .session_id
                         .as_deref()
-                        .is_some_and(|s| self.inner.chat.running_in(s).is_some())
+                        .is_some_and(|s| self.inner.turns.running_in(s).is_some())
                     {
                         continue;
                     }

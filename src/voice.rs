@@ -21,6 +21,8 @@ use crate::config::{VoiceConfig, VoiceMode};
 use crate::executions::Executions;
 use crate::metrics::Metrics;
 use crate::shutdown::{Shutdown, Trigger};
+use crate::sync::lock;
+use crate::turns::Turns;
 use serde::Serialize;
 use std::collections::HashMap;
 use std::future::Future;
@@ -55,7 +57,7 @@ pub enum Error {
     #[error("{0}")]
     Invalid(String),
     #[error(transparent)]
-    Chat(#[from] crate::chat::Error),
+    Turn(#[from] crate::turns::Error),
 }
 
 /// What `voice/start` asks for.
@@ -157,6 +159,7 @@ pub struct Voice {
 struct Inner {
     config: Option<VoiceConfig>,
     chat: Chat,
+    turns: Turns,
     executions: Executions,
     metrics: Arc<Metrics>,
     calls: Mutex<HashMap<String, Call>>,
@@ -167,14 +170,11 @@ struct Inner {
     closed: Shutdown,
 }
 
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|p| p.into_inner())
-}
-
 impl Voice {
     pub fn new(
         config: Option<VoiceConfig>,
         chat: Chat,
+        turns: Turns,
         executions: Executions,
         metrics: Arc<Metrics>,
     ) -> Voice {
@@ -183,6 +183,7 @@ impl Voice {
             inner: Arc::new(Inner {
                 config,
                 chat,
+                turns,
                 executions,
                 metrics,
                 calls: Mutex::new(HashMap::new()),
@@ -263,7 +264,7 @@ impl Voice {
             Some(id) => {
                 let session = self.inner.chat.session(&agent, caller, &id).await?;
                 if session.username != caller.username {
-                    return Err(crate::chat::Error::SessionNotFound.into());
+                    return Err(crate::turns::Error::SessionNotFound.into());
                 }
                 Some(session.id)
             }
@@ -419,6 +420,7 @@ impl Voice {
                 started: call.started,
                 shared: call.shared.clone(),
                 chat: self.inner.chat.clone(),
+                turns: self.inner.turns.clone(),
                 executions: self.inner.executions.clone(),
                 metrics: self.inner.metrics.clone(),
                 shutdown: self.inner.closed.clone(),

@@ -5,11 +5,11 @@
 use super::caller_with_scope;
 use crate::app::App;
 use crate::auth::SessionEnd;
-use crate::chat::{Started, TurnRequest, MAX_MESSAGE_CHARS};
 use crate::error::{ApiError, ApiResult};
 use crate::executions::Follow;
 use crate::http::body::{self, Body, Response};
 use crate::records::{Execution, ExecutionKind, ExecutionStatus};
+use crate::turns::{SessionPolicy, Started, TurnRequest};
 use bytes::Bytes;
 use hyper::body::Incoming;
 use hyper::header::{HeaderValue, ACCEPT, CACHE_CONTROL, CONTENT_TYPE};
@@ -64,25 +64,17 @@ pub async fn chat(app: &App, request: Request<Incoming>, name: &str) -> ApiResul
     let document = wants_document(&request);
     let idempotency_key = idempotency_key(&request)?;
     let chat: ChatBody = body::read_json(request, app.config().max_body_bytes).await?;
-    if chat.message.chars().count() > MAX_MESSAGE_CHARS {
-        return Err(ApiError::invalid(format!(
-            "message is longer than {MAX_MESSAGE_CHARS} characters"
-        )));
-    }
-    let started = app
-        .chat()
-        .start_turn(TurnRequest {
-            agent,
-            username: caller.username.clone(),
-            message: chat.message,
-            session_id: chat.session_id,
-            new_session: chat.new_session,
-            model: chat.model,
-            idempotency_key,
-            kind: ExecutionKind::Chat,
-            source: "text",
-        })
-        .await?;
+    let session = SessionPolicy::asked(chat.session_id, chat.new_session);
+    let mut turn = TurnRequest::new(
+        agent,
+        caller.username.clone(),
+        chat.message,
+        ExecutionKind::Chat,
+        session,
+    );
+    turn.model = chat.model;
+    turn.idempotency_key = idempotency_key;
+    let started = app.turns().start(turn).await?;
     match started {
         Started::Live { live, .. } if document => {
             Ok(finished_document(&live.finished().await, false))

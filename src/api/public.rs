@@ -10,6 +10,7 @@ use crate::executions::Follow;
 use crate::http::body::{self, Body, Response};
 use crate::links;
 use crate::records::{Execution, ExecutionStatus};
+use crate::turns::Started;
 use bytes::Bytes;
 use hyper::body::Incoming;
 use hyper::header::{HeaderValue, ACCEPT, CACHE_CONTROL, CONTENT_TYPE};
@@ -20,8 +21,6 @@ use std::net::{IpAddr, SocketAddr};
 
 /// The chat page; it reads its token from its own address and loads nothing from elsewhere.
 const PAGE: &str = include_str!("public_page.html");
-/// Largest visitor message, in characters; accounts have [`crate::chat::MAX_MESSAGE_CHARS`].
-const MAX_VISITOR_MESSAGE_CHARS: usize = 20_000;
 /// The page may run its own inline script and style and talk to this origin, nothing else.
 const PAGE_POLICY: &str = "default-src 'none'; script-src 'unsafe-inline'; \
     style-src 'unsafe-inline'; connect-src 'self'; img-src 'self' data:; base-uri 'none'; \
@@ -74,21 +73,16 @@ pub async fn chat(
         .and_then(|v| v.to_str().ok())
         .is_some_and(|accept| accept.contains("application/x-ndjson"));
     let visitor: VisitorMessage = body::read_json(request, app.config().max_body_bytes).await?;
-    if visitor.message.chars().count() > MAX_VISITOR_MESSAGE_CHARS {
-        return Err(ApiError::invalid(format!(
-            "message is longer than {MAX_VISITOR_MESSAGE_CHARS} characters"
-        )));
-    }
     let turn = app
         .links()
         .chat(ip, token, visitor.message, visitor.session_id)
         .await?;
     match turn.started {
-        crate::chat::Started::Live { live, .. } if stream => {
+        Started::Live { live, .. } if stream => {
             Ok(visitor_stream(app.executions().follow_live(live)))
         }
-        crate::chat::Started::Live { live, .. } => Ok(visitor_document(&live.finished().await)),
-        crate::chat::Started::Replay(execution) => Ok(visitor_document(&execution)),
+        Started::Live { live, .. } => Ok(visitor_document(&live.finished().await)),
+        Started::Replay(execution) => Ok(visitor_document(&execution)),
     }
 }
 

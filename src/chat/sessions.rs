@@ -1,7 +1,8 @@
 //! Reading and closing sessions: lists, one session with its messages, the persistent
 //! history across sessions, and reset. A user sees only their own; owner and admins see all.
 
-use super::{Chat, Error};
+use super::Chat;
+use crate::turns::Error;
 
 use crate::agents::Agent;
 use crate::auth::Caller;

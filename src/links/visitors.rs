@@ -4,10 +4,10 @@
 
 use super::{client_key, usable, visitor_username, Error, Links};
 use crate::agents::{self, Agent};
-use crate::chat::{self, Started, TurnRequest};
 use crate::clock::Timestamp;
 use crate::records::{ExecutionKind, LinkRecord, Message, Session, SessionStatus, VisitorSession};
 use crate::store::{self, Tx};
+use crate::turns::{self, SessionPolicy, Started, TurnRequest};
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Instant;
@@ -90,9 +90,7 @@ impl Links {
     ) -> Result<VisitorTurn, Error> {
         self.check_client(ip)?;
         let (link, agent) = self.resolve(token).await?;
-        if message.trim().is_empty() {
-            return Err(Error::Chat(chat::Error::EmptyMessage));
-        }
+        turns::check_message(ExecutionKind::Public, &message).map_err(Error::Turn)?;
         if session_id
             .as_deref()
             .is_some_and(|id| !crate::ids::looks_like_id(id))
@@ -112,18 +110,14 @@ impl Links {
             .store
             .write(move |tx| admit(tx, &link.id, session_id, now))
             .await??;
-        let request = TurnRequest {
+        let request = TurnRequest::new(
             agent,
-            username: admitted.session.username.clone(),
+            admitted.session.username.clone(),
             message,
-            session_id: Some(admitted.session.id.clone()),
-            new_session: false,
-            model: None,
-            idempotency_key: None,
-            kind: ExecutionKind::Public,
-            source: "public",
-        };
-        match self.inner.chat.start_turn(request).await {
+            ExecutionKind::Public,
+            SessionPolicy::Existing(admitted.session.id.clone()),
+        );
+        match self.inner.turns.start(request).await {
             Ok(started) => Ok(VisitorTurn {
                 started,
                 session_id: admitted.session.id,
@@ -131,8 +125,8 @@ impl Links {
             Err(err) => {
                 self.release(admitted).await;
                 Err(match err {
-                    chat::Error::Agent(agents::Error::Stopped(_)) => Error::Unavailable,
-                    other => Error::Chat(other),
+                    turns::Error::Agent(agents::Error::Stopped(_)) => Error::Unavailable,
+                    other => Error::Turn(other),
                 })
             }
         }

@@ -28,7 +28,7 @@ pub(super) struct Place {
 impl Budget {
     /// Takes a place for a turn of `agent` at `now`, or says how long until one frees up.
     pub(super) fn take(&self, agent: &str, limit: u32, now: Instant) -> Result<Place, Duration> {
-        let mut taken = crate::chat::lock(&self.taken);
+        let mut taken = crate::sync::lock(&self.taken);
         let places = taken.entry(agent.to_string()).or_default();
         places.retain(|(_, at)| now.duration_since(*at) < WINDOW);
         if places.len() >= limit as usize {
@@ -36,7 +36,7 @@ impl Budget {
             return Err(WINDOW.saturating_sub(now.duration_since(oldest)));
         }
         let id = {
-            let mut next = crate::chat::lock(&self.next);
+            let mut next = crate::sync::lock(&self.next);
             *next += 1;
             *next
         };
@@ -49,7 +49,7 @@ impl Budget {
 
     /// Gives a place back: its turn was paid for, or never ran.
     pub(super) fn give_back(&self, place: Place) {
-        if let Some(places) = crate::chat::lock(&self.taken).get_mut(&place.agent) {
+        if let Some(places) = crate::sync::lock(&self.taken).get_mut(&place.agent) {
             places.retain(|(id, _)| *id != place.id);
         }
     }

@@ -164,7 +164,7 @@ impl Paywall {
     /// Marks a settlement attempt of `id` as started, unless one is in flight or the last one
     /// ended less than [`RETRY_INTERVAL`] ago.
     pub(super) fn begin_attempt(&self, id: &str, now: Instant) -> bool {
-        let mut attempts = crate::chat::lock(&self.inner.attempts);
+        let mut attempts = crate::sync::lock(&self.inner.attempts);
         attempts.retain(|_, ended| ended.is_none_or(|at| now.duration_since(at) < RETRY_INTERVAL));
         if attempts.contains_key(id) {
             return false;
@@ -175,7 +175,7 @@ impl Paywall {
 
     /// Marks the attempt of `id` as ended at `now`.
     pub(super) fn end_attempt(&self, id: &str, now: Instant) {
-        crate::chat::lock(&self.inner.attempts).insert(id.to_string(), Some(now));
+        crate::sync::lock(&self.inner.attempts).insert(id.to_string(), Some(now));
     }
 }
 

@@ -6,17 +6,15 @@ use super::evm::hex;
 use super::facilitator::Verdict;
 use super::verify::{verify, Verified};
 use super::{refusal, Error, Offer, Paywall, Reason};
-use crate::chat::{self, AdmitHook, Started, TurnRequest, MAX_MESSAGE_CHARS};
 use crate::records::{Execution, ExecutionKind, Session, SessionStatus};
 use crate::store::{NonceClaim, PendingSettlement};
+use crate::turns::{self, AdmitHook, Payment, SessionPolicy, Started, TurnRequest};
 use serde_json::{json, Value};
 use std::time::Instant;
 use tokio::sync::oneshot;
 
 /// How long a nonce claim outlives its authorization's `validBefore`.
 const NONCE_MARGIN_SECONDS: u64 = 3600;
-/// The `source` of a paid turn's messages.
-pub(super) const SOURCE: &str = "paid";
 /// The start of every paid visitor's username; real usernames never contain ':'.
 pub(super) const VISITOR_PREFIX: &str = "paid:";
 
@@ -68,14 +66,7 @@ impl Paywall {
     pub async fn chat(&self, request: PaidTurn) -> Result<Delivery, Error> {
         let agent = self.paid_agent(&request.agent)?;
         let offer = self.offer(&request.agent, &request.resource)?;
-        if request.message.trim().is_empty() {
-            return Err(chat::Error::EmptyMessage.into());
-        }
-        if request.message.chars().count() > MAX_MESSAGE_CHARS {
-            return Err(Error::Invalid(format!(
-                "message is longer than {MAX_MESSAGE_CHARS} characters"
-            )));
-        }
+        turns::check_message(ExecutionKind::Paid, &request.message)?;
         agent.require_running()?;
         let session = match &request.session_id {
             Some(id) => Some(self.visitor_session(agent.name(), id).await?),
@@ -187,23 +178,18 @@ impl Paywall {
             // The payment names its turn, so a payer who never got an answer finds it.
             tx.attach_nonce_execution(&paid_key, &execution.id)
         });
-        let turn = TurnRequest {
-            agent: agent.clone(),
+        let mut turn = TurnRequest::new(
+            agent.clone(),
             username,
-            message: request.message,
-            session_id: request.session_id,
-            new_session: false,
-            model: None,
-            idempotency_key: None,
-            kind: ExecutionKind::Paid,
-            source: SOURCE,
-        };
-        let payment = payment_record(&offer, &verified);
-        let started = self
-            .inner
-            .chat
-            .start_turn_with(turn, Some(payment), Some(owe))
-            .await;
+            request.message,
+            ExecutionKind::Paid,
+            SessionPolicy::asked(request.session_id, false),
+        );
+        turn.payment = Some(Payment {
+            record: payment_record(&offer, &verified),
+            on_admit: owe,
+        });
+        let started = self.inner.turns.start(turn).await;
         let live = match started {
             Ok(Started::Live { live, .. }) => live,
             Ok(Started::Replay(_)) => unreachable!("paid turns carry no idempotency key"),
@@ -239,7 +225,7 @@ impl Paywall {
         match session {
             Some(s) if s.agent_name == agent && s.username.starts_with(VISITOR_PREFIX) => {
                 if s.status == SessionStatus::Closed {
-                    return Err(chat::Error::SessionClosed.into());
+                    return Err(turns::Error::SessionClosed.into());
                 }
                 Ok(s)
             }

@@ -4,6 +4,7 @@
 
 use super::tables::{PAYMENT_NONCES, PAYMENT_NONCE_EXPIRY, PENDING_SETTLEMENTS};
 use super::{decode, encode, get_json, Error, Reader, Tx};
+use crate::records::{ExecutionKind, Message};
 use redb::{ReadableTable, ReadableTableMetadata};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -181,6 +182,20 @@ impl Tx<'_> {
 }
 
 impl Reader {
+    /// Whether `message` may reach a model as history: the reply of a paid turn only once its
+    /// payment is settled, so a withheld reply cannot be had by asking the next turn to repeat
+    /// it. Every other message is released.
+    pub fn released(&self, message: &Message) -> Result<bool, Error> {
+        if message.role != "assistant" || message.source != ExecutionKind::Paid.source() {
+            return Ok(true);
+        }
+        let Some(execution_id) = &message.execution_id else {
+            return Ok(true);
+        };
+        let payment = self.execution(execution_id)?.and_then(|e| e.payment);
+        Ok(payment.is_some_and(|p| p["state"] == "settled"))
+    }
+
     /// Every settlement still owed that can be read: (execution id, what to send).
     pub fn pending_settlements(&self) -> Result<Vec<(String, PendingSettlement)>, Error> {
         let table = self.txn.open_table(PENDING_SETTLEMENTS)?;

@@ -1,13 +1,13 @@
-//! Accepting a task: capacity is reserved first, the execution and its queue entry are
-//! committed in one write, and only then does the task join the in-memory queue.
+//! Accepting a task: a turn admitted as queued (see `turns`), whose place in the queue's
+//! capacity is reserved inside the admission step; only once the admission is durable does
+//! the task join the in-memory queue.
 
 use super::{Error, Pool, Queued};
 use crate::agents::Agent;
-use crate::chat::{lock, request_digest, IDEMPOTENCY_WINDOW_MS};
-use crate::clock::Timestamp;
 use crate::executions::Live;
-use crate::records::{Execution, ExecutionKind, ExecutionStatus, SessionStatus};
-use crate::store::IdempotencyRecord;
+use crate::records::{Execution, ExecutionKind};
+use crate::sync::lock;
+use crate::turns::{self, QueuePlace, SessionPolicy, TurnRequest};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -34,170 +34,85 @@ pub enum Submitted {
     Replay(Box<Execution>),
 }
 
-enum Admission {
-    Accepted,
-    Duplicate(IdempotencyRecord),
-    /// The key names an earlier, different request.
-    Reused,
-    SessionNotFound,
+/// A submission counted against the queue's capacity until it is queued; dropped unqueued
+/// (the task was refused, or the store failed), it gives its place back.
+struct Reservation {
+    pool: Pool,
+    agent: String,
+    queued: bool,
 }
 
-fn fresh(record: &IdempotencyRecord) -> bool {
-    Timestamp::now().0 - record.created_at.0 < IDEMPOTENCY_WINDOW_MS
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        if !self.queued {
+            self.pool.unreserve(&self.agent);
+        }
+    }
 }
 
 impl Pool {
     /// Queues a task, durably, or says why not.
     pub async fn submit(&self, request: TaskRequest) -> Result<Submitted, Error> {
-        if request.message.trim().is_empty() {
-            return Err(crate::chat::Error::EmptyMessage.into());
-        }
-        let agent_name = request.agent.name().to_string();
-        let digest = request_digest(&serde_json::json!({
-            "kind": ExecutionKind::Task,
-            "message": request.message,
-            "session_id": request.session_id,
-            "timeout_seconds": request.timeout.as_secs(),
-            "model": request.model,
-        }));
-        if let Some(key) = &request.idempotency_key {
-            let parts = [agent_name.clone(), request.username.clone(), key.clone()];
-            let found = self
-                .inner
-                .store
-                .read(move |r| r.idempotency(&[&parts[0], &parts[1], &parts[2]]))
-                .await?;
-            if let Some(record) = found.filter(fresh) {
-                if !record.same_request(&digest) {
-                    return Err(crate::chat::Error::IdempotencyKeyReused.into());
-                }
-                return self.replay_or_conflict(record).await;
-            }
-        }
-        self.reserve(&agent_name, request.agent.config.queue_capacity)?;
-        let execution_id = crate::ids::new_id();
-        let live = self.inner.executions.register(&execution_id, &agent_name);
-        let position = self.inner.next_position.fetch_add(1, Ordering::SeqCst);
-        let now = Timestamp::now();
-        let execution = Execution {
-            id: execution_id.clone(),
-            agent: agent_name.clone(),
-            kind: ExecutionKind::Task,
-            status: ExecutionStatus::Queued,
-            username: Some(request.username.clone()),
-            origin: None,
-            message: request.message.clone(),
-            created_at: now,
-            started_at: None,
-            finished_at: None,
-            duration_ms: None,
-            cost_usd: 0.0,
-            session_id: request.session_id.clone(),
-            response: None,
-            error: None,
-            tool_calls: Vec::new(),
-            usage: serde_json::Value::Null,
-            model: request.model.clone().or_else(|| request.agent.model()),
-            num_turns: 0,
-            events_count: 0,
-            payment: None,
-            timeout_seconds: Some(request.timeout.as_secs().max(1)),
+        let agent = request.agent.clone();
+        let place = QueuePlace {
+            timeout: request.timeout,
+            position: self.inner.next_position.fetch_add(1, Ordering::SeqCst),
         };
-        let key = request
-            .idempotency_key
-            .clone()
-            .map(|key| [agent_name.clone(), request.username.clone(), key]);
-        let username = request.username.clone();
-        let admitted = self
-            .inner
-            .store
-            .write(move |tx| {
-                if let Some(parts) = &key {
-                    let parts = [parts[0].as_str(), parts[1].as_str(), parts[2].as_str()];
-                    if let Some(record) = tx.idempotency(&parts)?.filter(fresh) {
-                        if !record.same_request(&digest) {
-                            return Ok(Admission::Reused);
-                        }
-                        return Ok(Admission::Duplicate(record));
-                    }
-                }
-                if let Some(session_id) = &execution.session_id {
-                    let session = tx.session(session_id)?.filter(|s| {
-                        s.agent_name == execution.agent
-                            && s.username == username
-                            && s.status == SessionStatus::Active
-                    });
-                    if session.is_none() {
-                        return Ok(Admission::SessionNotFound);
-                    }
-                }
-                tx.put_execution(&execution)?;
-                tx.enqueue_task(position, &execution.id)?;
-                if let Some(parts) = &key {
-                    let parts = [parts[0].as_str(), parts[1].as_str(), parts[2].as_str()];
-                    let record = IdempotencyRecord {
-                        execution_id: execution.id.clone(),
-                        created_at: execution.created_at,
-                        request_digest: Some(digest),
-                    };
-                    tx.put_idempotency(&parts, &record)?;
-                }
-                Ok(Admission::Accepted)
+        let session = match request.session_id.clone() {
+            Some(id) => SessionPolicy::Existing(id),
+            None => SessionPolicy::Stateless,
+        };
+        let mut turn = TurnRequest::new(
+            agent.clone(),
+            request.username,
+            request.message,
+            ExecutionKind::Task,
+            session,
+        );
+        turn.model = request.model;
+        turn.idempotency_key = request.idempotency_key;
+        let pool = self.clone();
+        let (name, capacity) = (agent.name().to_string(), agent.config.queue_capacity);
+        let take = move || {
+            pool.reserve(&name, capacity)?;
+            Ok(Reservation {
+                pool,
+                agent: name,
+                queued: false,
             })
-            .await;
-        match admitted {
-            Ok(Admission::Accepted) => {
+        };
+        match self.inner.turns.queue(turn, place, take).await? {
+            turns::Queued::Accepted {
+                live,
+                execution_id,
+                mut held,
+            } => {
                 let entry = Queued {
                     execution_id: execution_id.clone(),
-                    position,
+                    position: place.position,
                     session_id: request.session_id,
                     timeout: request.timeout,
                     enqueued_at: Instant::now(),
                     live: live.clone(),
                 };
-                self.enqueue_reserved(&agent_name, entry);
+                self.enqueue_reserved(agent.name(), entry);
+                held.queued = true;
                 Ok(Submitted::Accepted { live, execution_id })
             }
-            other => {
-                self.unreserve(&agent_name);
-                self.inner.executions.abandon(&live);
-                match other {
-                    Ok(Admission::Duplicate(record)) => self.replay_or_conflict(record).await,
-                    Ok(Admission::SessionNotFound) => {
-                        Err(crate::chat::Error::SessionNotFound.into())
-                    }
-                    Ok(Admission::Reused) => Err(crate::chat::Error::IdempotencyKeyReused.into()),
-                    Err(err) => Err(err.into()),
-                    Ok(Admission::Accepted) => unreachable!("handled above"),
-                }
-            }
-        }
-    }
-
-    async fn replay_or_conflict(&self, record: IdempotencyRecord) -> Result<Submitted, Error> {
-        let id = record.execution_id.clone();
-        let execution = self.inner.store.read(move |r| r.execution(&id)).await?;
-        match execution {
-            Some(execution) if execution.status.is_final() => {
-                Ok(Submitted::Replay(Box::new(execution)))
-            }
-            _ => Err(crate::chat::Error::DuplicateInFlight {
-                execution_id: record.execution_id,
-            }
-            .into()),
+            turns::Queued::Replay(execution) => Ok(Submitted::Replay(execution)),
         }
     }
 
     /// Counts a submission against the global and the agent's capacity, or refuses it.
-    fn reserve(&self, agent: &str, agent_capacity: usize) -> Result<(), Error> {
+    fn reserve(&self, agent: &str, agent_capacity: usize) -> Result<(), turns::Error> {
         let mut state = lock(&self.inner.state);
         if state.waiting >= self.inner.capacity {
-            return Err(Error::QueueFull {
+            return Err(turns::Error::QueueFull {
                 scope: "all agents",
             });
         }
         if state.depth(agent) >= agent_capacity {
-            return Err(Error::QueueFull {
+            return Err(turns::Error::QueueFull {
                 scope: "this agent",
             });
         }

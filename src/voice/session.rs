@@ -16,6 +16,7 @@ use crate::config::{VoiceConfig, VoiceMode};
 use crate::executions::{Executions, Live, StopReason};
 use crate::metrics::Metrics;
 use crate::shutdown::Shutdown;
+use crate::turns::Turns;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
@@ -40,6 +41,7 @@ pub(super) struct Context {
     pub started: Instant,
     pub shared: Arc<CallShared>,
     pub chat: Chat,
+    pub turns: Turns,
     pub executions: Executions,
     pub metrics: Arc<Metrics>,
     pub shutdown: Shutdown,
@@ -380,7 +382,7 @@ impl Call {
             chat_session_id: self.context.chat_session_id.clone(),
             sample_rate: self.context.sample_rate,
             preferences: self.context.preferences.clone(),
-            chat: self.context.chat.clone(),
+            turns: self.context.turns.clone(),
             executions: self.context.executions.clone(),
             previous: self.previous.clone(),
             work: self.work_tx.clone(),

@@ -6,10 +6,10 @@ use super::audio::{self, Pcm};
 use super::session::LISTEN_RATE;
 use super::speech;
 use crate::agents::Agent;
-use crate::chat::{Chat, Started, TurnRequest};
 use crate::config::VoiceConfig;
 use crate::executions::{Executions, Live};
 use crate::records::ExecutionKind;
+use crate::turns::{SessionPolicy, Started, TurnRequest, Turns};
 use std::sync::Arc;
 use std::time::Instant;
 use tokio::sync::mpsc;
@@ -86,7 +86,7 @@ pub(super) struct TurnContext {
     pub chat_session_id: Option<String>,
     pub sample_rate: u32,
     pub preferences: speech::Preferences,
-    pub chat: Chat,
+    pub turns: Turns,
     pub executions: Executions,
     /// The call's previous turn: the next one starts after it has finished.
     pub previous: Option<Arc<Live>>,
@@ -176,19 +176,16 @@ async fn turn(context: TurnContext, input: Input) -> Result<(), Failure> {
     if let Some(previous) = &context.previous {
         previous.finished().await;
     }
+    let session = SessionPolicy::asked(context.chat_session_id.clone(), false);
     let started = context
-        .chat
-        .start_turn(TurnRequest {
-            agent: context.agent.clone(),
-            username: context.username.clone(),
-            message: text,
-            session_id: context.chat_session_id.clone(),
-            new_session: false,
-            model: None,
-            idempotency_key: None,
-            kind: ExecutionKind::Voice,
-            source: "voice",
-        })
+        .turns
+        .start(TurnRequest::new(
+            context.agent.clone(),
+            context.username.clone(),
+            text,
+            ExecutionKind::Voice,
+            session,
+        ))
         .await
         .map_err(|err| ("turn_failed", err.to_string()))?;
     let Started::Live {
