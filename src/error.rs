@@ -1,6 +1,7 @@
 //! The one place errors become HTTP: every area's error maps to a status, a stable code and a
 //! safe message (`{"error", "message", …}`); causes go to the log, never to the client.
 
+use crate::records::{Execution, Failure};
 use crate::{agents, auth, executions, links, paid, store, tasks, turns, users, voice};
 use hyper::StatusCode;
 use serde_json::{json, Map, Value};
@@ -76,6 +77,47 @@ impl ApiError {
         }
         Value::Object(body)
     }
+}
+
+/// Who reads a finished turn's answer: an account is told which part failed, a public link's
+/// visitor gets a generic word.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Audience {
+    Account,
+    Visitor,
+}
+
+/// The error answer of a finished turn whose failure the caller must act on: a timeout is 504
+/// and an unreachable engine 503 (with `Retry-After`). Any other outcome, failures included,
+/// is an answer whose `status` says how it went: None.
+pub fn turn_failure(execution: &Execution, audience: Audience) -> Option<ApiError> {
+    let visitor = audience == Audience::Visitor;
+    let err = match execution.why_failed()? {
+        Failure::Timeout => ApiError::new(
+            StatusCode::GATEWAY_TIMEOUT,
+            "engine_timeout",
+            if visitor {
+                links::TIMED_OUT
+            } else {
+                "the agent did not answer in time"
+            },
+        ),
+        Failure::EngineUnavailable => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "engine_unavailable",
+            if visitor {
+                "the agent is not available right now; try again later"
+            } else {
+                "the agent's engine is not reachable"
+            },
+        )
+        .retry_after(5),
+        Failure::EngineFailed | Failure::Cancelled | Failure::Interrupted => return None,
+    };
+    Some(
+        err.with("execution_id", execution.id.clone())
+            .with("session_id", execution.session_id.clone()),
+    )
 }
 
 impl From<store::Error> for ApiError {

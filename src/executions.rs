@@ -14,7 +14,7 @@ pub use run::{AfterHook, Finished, RunSpec};
 
 use crate::clock::Timestamp;
 use crate::metrics::Metrics;
-use crate::records::{Execution, ExecutionStatus};
+use crate::records::{Execution, ExecutionStatus, Failure};
 use crate::store::{self, Store};
 use serde_json::{json, Value};
 use std::collections::HashMap;
@@ -276,11 +276,16 @@ impl Executions {
                     }
                     let next_seq = tx.next_event_seq(&execution.id)?;
                     execution.status = ExecutionStatus::Failed;
-                    execution.error = Some("interrupted".into());
+                    execution.failure = Some(Failure::Interrupted);
+                    execution.error = Some(Failure::Interrupted.text().into());
                     execution.finished_at = Some(now);
                     execution.duration_ms =
                         execution.started_at.map(|s| (now.0 - s.0).max(0) as u64);
-                    let result = result_event(&execution, "error_during_execution", "interrupted");
+                    let result = result_event(
+                        &execution,
+                        "error_during_execution",
+                        Failure::Interrupted.text(),
+                    );
                     tx.append_events(&execution.id, next_seq, &[result.to_string()])?;
                     execution.events_count = next_seq + 1;
                     tx.put_execution(&execution)?;

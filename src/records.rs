@@ -191,6 +191,36 @@ impl ExecutionStatus {
     }
 }
 
+/// Why a run did not succeed: what callers decide on (a status code, a visitor's word, whether
+/// a payment is settled), kept beside the `error` text, which is for people.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Failure {
+    /// The engine did not answer within the run's time limit.
+    Timeout,
+    /// The engine could not be reached or started.
+    EngineUnavailable,
+    /// The engine ran and reported a failure.
+    EngineFailed,
+    /// A caller stopped it (terminate), or it was cancelled while queued.
+    Cancelled,
+    /// The daemon stopped, or died, while it ran.
+    Interrupted,
+}
+
+impl Failure {
+    /// The `error` text a run that ended so stores (an engine's failure has its own).
+    pub fn text(self) -> &'static str {
+        match self {
+            Failure::Timeout => "timeout",
+            Failure::EngineUnavailable => "engine unavailable",
+            Failure::EngineFailed => "engine failed",
+            Failure::Cancelled => "cancelled",
+            Failure::Interrupted => "interrupted",
+        }
+    }
+}
+
 /// One run of an agent, of any kind.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Execution {
@@ -218,6 +248,29 @@ pub struct Execution {
     /// The run-time limit asked for a task (already clamped to the agent's cap).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout_seconds: Option<u64>,
+    /// Why it did not succeed, once it is final and did not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure: Option<Failure>,
+}
+
+impl Execution {
+    /// Why it did not succeed. Records written before `failure` was kept tell by their
+    /// `error` text, read here and nowhere else.
+    pub fn why_failed(&self) -> Option<Failure> {
+        match self.status {
+            ExecutionStatus::Success | ExecutionStatus::Queued | ExecutionStatus::Running => None,
+            ExecutionStatus::Cancelled => Some(Failure::Cancelled),
+            ExecutionStatus::Failed => self.failure.or_else(|| {
+                let error = self.error.as_deref().unwrap_or("");
+                Some(match error {
+                    "timeout" => Failure::Timeout,
+                    "interrupted" => Failure::Interrupted,
+                    _ if error.starts_with("engine unavailable") => Failure::EngineUnavailable,
+                    _ => Failure::EngineFailed,
+                })
+            }),
+        }
+    }
 }
 
 /// The first characters of `text` (at most `max` characters), for list rows and titles.
@@ -343,4 +396,62 @@ pub struct VisitorSession {
     /// Messages the visitor sent in this session (counted against `max_messages_per_session`).
     pub messages: u32,
     pub created_at: Timestamp,
+}
+
+#[cfg(test)]
+mod failure_tests {
+    use super::*;
+
+    fn finished(
+        status: ExecutionStatus,
+        error: Option<&str>,
+        failure: Option<Failure>,
+    ) -> Execution {
+        let at = serde_json::to_value(Timestamp(0)).unwrap();
+        let record = serde_json::json!({
+            "id": "e", "agent": "a", "kind": "chat", "status": status, "username": null,
+            "origin": null, "message": "hi", "created_at": at, "started_at": at,
+            "finished_at": at, "duration_ms": 1, "cost_usd": 0.0, "session_id": null,
+            "response": null, "error": error, "tool_calls": [], "usage": null, "model": null,
+            "num_turns": 0, "events_count": 1, "payment": null, "failure": failure,
+        });
+        serde_json::from_value(record).unwrap()
+    }
+
+    #[test]
+    fn a_kept_failure_is_the_answer() {
+        let e = finished(
+            ExecutionStatus::Failed,
+            Some("engine failed: timeout"),
+            Some(Failure::EngineFailed),
+        );
+        assert_eq!(e.why_failed(), Some(Failure::EngineFailed));
+    }
+
+    #[test]
+    fn records_from_before_the_failure_was_kept_tell_by_their_text() {
+        let cases = [
+            ("timeout", Failure::Timeout),
+            ("interrupted", Failure::Interrupted),
+            (
+                "engine unavailable: connection refused",
+                Failure::EngineUnavailable,
+            ),
+            ("engine failed: exit status 1", Failure::EngineFailed),
+        ];
+        for (text, failure) in cases {
+            assert_eq!(
+                finished(ExecutionStatus::Failed, Some(text), None).why_failed(),
+                Some(failure)
+            );
+        }
+        assert_eq!(
+            finished(ExecutionStatus::Cancelled, Some("cancelled"), None).why_failed(),
+            Some(Failure::Cancelled)
+        );
+        assert_eq!(
+            finished(ExecutionStatus::Success, None, None).why_failed(),
+            None
+        );
+    }
 }

@@ -5,10 +5,10 @@
 use super::caller_with_scope;
 use crate::app::App;
 use crate::auth::SessionEnd;
-use crate::error::{ApiError, ApiResult};
+use crate::error::{turn_failure, ApiError, ApiResult, Audience};
 use crate::executions::Follow;
 use crate::http::body::{self, Body, Response};
-use crate::records::{Execution, ExecutionKind, ExecutionStatus};
+use crate::records::{Execution, ExecutionKind};
 use crate::turns::{SessionPolicy, Started, TurnRequest};
 use bytes::Bytes;
 use hyper::body::Incoming;
@@ -133,31 +133,11 @@ pub fn ndjson(mut follow: Follow, mut end: SessionEnd, replay: bool) -> Response
     response
 }
 
-/// The one-document answer for a finished turn. A timeout is 504 and an unreachable engine
-/// 503; a turn that ran and failed is a 200 document whose `status` says so.
+/// The one-document answer for a finished turn (see [`turn_failure`] for the ones that are
+/// errors); a turn that ran and failed is a 200 document whose `status` says so.
 pub fn finished_document(execution: &Execution, replay: bool) -> Response {
-    let error = execution.error.as_deref().unwrap_or("");
-    let failure = match execution.status {
-        ExecutionStatus::Failed if error == "timeout" => Some(ApiError::new(
-            StatusCode::GATEWAY_TIMEOUT,
-            "engine_timeout",
-            "the agent did not answer in time",
-        )),
-        ExecutionStatus::Failed if error.starts_with("engine unavailable") => Some(
-            ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "engine_unavailable",
-                "the agent's engine is not reachable",
-            )
-            .retry_after(5),
-        ),
-        _ => None,
-    };
-    let mut response = match failure {
-        Some(err) => body::error(
-            &err.with("execution_id", execution.id.clone())
-                .with("session_id", execution.session_id.clone()),
-        ),
+    let mut response = match turn_failure(execution, Audience::Account) {
+        Some(err) => body::error(&err),
         None => body::json(StatusCode::OK, &document(execution)),
     };
     if replay {

@@ -5,11 +5,11 @@
 
 use super::Query;
 use crate::app::App;
-use crate::error::{ApiError, ApiResult};
+use crate::error::{turn_failure, ApiError, ApiResult, Audience};
 use crate::executions::Follow;
 use crate::http::body::{self, Body, Response};
 use crate::links;
-use crate::records::{Execution, ExecutionStatus};
+use crate::records::Execution;
 use crate::turns::Started;
 use bytes::Bytes;
 use hyper::body::Incoming;
@@ -158,31 +158,11 @@ fn visitor_stream(mut follow: Follow) -> Response {
     response
 }
 
-/// The visitor's one-document answer. A timeout is 504 and an unreachable engine 503, as for
-/// chat, with generic messages; a turn that ran and failed is a 200 whose `status` says so.
+/// The visitor's one-document answer: the errors are chat's (see [`turn_failure`]) with
+/// generic messages; a turn that ran and failed is a 200 whose `status` says so.
 fn visitor_document(execution: &Execution) -> Response {
-    let error = execution.error.as_deref().unwrap_or("");
-    let failure = match execution.status {
-        ExecutionStatus::Failed if error == "timeout" => Some(ApiError::new(
-            StatusCode::GATEWAY_TIMEOUT,
-            "engine_timeout",
-            links::TIMED_OUT,
-        )),
-        ExecutionStatus::Failed if error.starts_with("engine unavailable") => Some(
-            ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "engine_unavailable",
-                "the agent is not available right now; try again later",
-            )
-            .retry_after(5),
-        ),
-        _ => None,
-    };
-    match failure {
-        Some(err) => body::error(
-            &err.with("execution_id", execution.id.clone())
-                .with("session_id", execution.session_id.clone()),
-        ),
+    match turn_failure(execution, Audience::Visitor) {
+        Some(err) => body::error(&err),
         None => body::json(StatusCode::OK, &links::visitor_answer(execution)),
     }
 }

@@ -3,7 +3,7 @@
 use super::{result_event, Executions, Live, StopReason};
 use crate::clock::Timestamp;
 use crate::engines::{self, Engine, EventSink, Outcome, Turn};
-use crate::records::{Execution, ExecutionStatus};
+use crate::records::{Execution, ExecutionStatus, Failure};
 use crate::store::{self, Tx};
 use serde_json::Value;
 use std::sync::Arc;
@@ -202,6 +202,10 @@ pub(super) async fn drive(executions: &Executions, live: &Arc<Live>, spec: RunSp
             ("success", outcome.text)
         }
         Ended::Engine(Err(err)) => {
+            let failure = match &err {
+                engines::Error::Unavailable(_) => Failure::EngineUnavailable,
+                engines::Error::Failed { .. } => Failure::EngineFailed,
+            };
             let message = err.to_string();
             execution.error = Some(match &err {
                 engines::Error::Failed { detail, .. } if !detail.is_empty() => {
@@ -209,23 +213,23 @@ pub(super) async fn drive(executions: &Executions, live: &Arc<Live>, spec: RunSp
                 }
                 _ => message.clone(),
             });
-            failed(&mut execution, &produced, ExecutionStatus::Failed);
+            failed(&mut execution, &produced, failure);
             ("error_during_execution", message)
         }
         Ended::TimedOut => {
-            execution.error = Some("timeout".into());
-            failed(&mut execution, &produced, ExecutionStatus::Failed);
-            ("error_timeout", "timeout".to_string())
+            failed(&mut execution, &produced, Failure::Timeout);
+            ("error_timeout", Failure::Timeout.text().to_string())
         }
         Ended::Stopped(StopReason::Terminated) => {
-            execution.error = Some("cancelled".into());
-            failed(&mut execution, &produced, ExecutionStatus::Cancelled);
-            ("cancelled", "cancelled".to_string())
+            failed(&mut execution, &produced, Failure::Cancelled);
+            ("cancelled", Failure::Cancelled.text().to_string())
         }
         Ended::Stopped(StopReason::Shutdown) => {
-            execution.error = Some("interrupted".into());
-            failed(&mut execution, &produced, ExecutionStatus::Failed);
-            ("error_during_execution", "interrupted".to_string())
+            failed(&mut execution, &produced, Failure::Interrupted);
+            (
+                "error_during_execution",
+                Failure::Interrupted.text().to_string(),
+            )
         }
     };
     if execution.usage.is_null() {
@@ -274,8 +278,17 @@ pub(super) async fn drive(executions: &Executions, live: &Arc<Live>, spec: RunSp
     after(&execution);
 }
 
-fn failed(execution: &mut Execution, produced: &Produced, status: ExecutionStatus) {
-    execution.status = status;
+/// Ends the record as `failure` says, keeping what the engine produced before it stopped; the
+/// `error` text is the failure's own unless the engine gave one.
+fn failed(execution: &mut Execution, produced: &Produced, failure: Failure) {
+    execution.status = match failure {
+        Failure::Cancelled => ExecutionStatus::Cancelled,
+        _ => ExecutionStatus::Failed,
+    };
+    execution.failure = Some(failure);
+    execution
+        .error
+        .get_or_insert_with(|| failure.text().to_string());
     let text = produced.text();
     execution.response = (!text.is_empty()).then(|| text.to_string());
     execution.tool_calls = produced.tool_calls.clone();

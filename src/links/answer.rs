@@ -2,7 +2,7 @@
 //! Tool calls, tool results, thinking, costs and the engine's own error text stay with the
 //! owner (in the executions log); they never reach someone without an account.
 
-use crate::records::{Execution, ExecutionStatus};
+use crate::records::{Execution, Failure};
 use serde_json::{json, Value};
 
 /// What a visitor is told when a turn failed, whatever the engine said.
@@ -81,12 +81,11 @@ pub fn visitor_answer(execution: &Execution) -> Value {
         "execution_id": execution.id,
         "status": execution.status,
     });
-    let error = match execution.status {
-        ExecutionStatus::Success | ExecutionStatus::Queued | ExecutionStatus::Running => None,
-        ExecutionStatus::Cancelled => Some(CANCELLED),
-        ExecutionStatus::Failed if execution.error.as_deref() == Some("timeout") => Some(TIMED_OUT),
-        ExecutionStatus::Failed => Some(FAILED),
-    };
+    let error = execution.why_failed().map(|failure| match failure {
+        Failure::Cancelled => CANCELLED,
+        Failure::Timeout => TIMED_OUT,
+        Failure::EngineUnavailable | Failure::EngineFailed | Failure::Interrupted => FAILED,
+    });
     if let Some(error) = error {
         answer["error"] = json!(error);
     }

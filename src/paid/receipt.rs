@@ -8,7 +8,7 @@ use super::evm::{parse_bytes32, Address};
 use super::settle::pending;
 use super::turn::{payment_key, proof_of, Delivery, Paid};
 use super::{header, Error, Offer, Paywall};
-use crate::records::{Execution, ExecutionKind, ExecutionStatus};
+use crate::records::{Execution, ExecutionKind, ExecutionStatus, Failure};
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
@@ -33,7 +33,7 @@ impl Paywall {
         let (version, payer, execution) = self.redeemable(&offer, &request).await?;
         if execution.status.is_final() && execution.status != ExecutionStatus::Success {
             return Err(Error::TurnFailed {
-                timed_out: execution.error.as_deref() == Some("timeout"),
+                timed_out: execution.why_failed() == Some(Failure::Timeout),
                 execution_id: execution.id,
             });
         }

@@ -9,7 +9,7 @@ use super::turn::{Delivery, Paid, Pending};
 use super::{Error, Offer, Paywall, Reason, Refusal};
 use crate::config::PaidConfig;
 use crate::executions::Live;
-use crate::records::{Execution, ExecutionStatus};
+use crate::records::{Execution, ExecutionStatus, Failure};
 use crate::store;
 use serde_json::{json, Value};
 use std::sync::Arc;
@@ -98,7 +98,7 @@ impl Paywall {
             let why = format!("turn_{}", execution.status.as_str());
             self.record(&execution.id, State::failed(why)).await?;
             return Err(Error::TurnFailed {
-                timed_out: execution.error.as_deref() == Some("timeout"),
+                timed_out: execution.why_failed() == Some(Failure::Timeout),
                 execution_id: execution.id,
             });
         }

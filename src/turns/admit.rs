@@ -162,6 +162,7 @@ impl Plan {
             events_count: 0,
             payment: request.payment.as_ref().map(|p| p.record.clone()),
             timeout_seconds: self.queued.map(|place| place.timeout.as_secs().max(1)),
+            failure: None,
         }
     }
 }

@@ -144,6 +144,7 @@ async fn command_engine_hang_past_the_timeout_fails_the_turn_and_kills_the_group
         .json();
     assert_eq!(execution["status"], "failed");
     assert_eq!(execution["error"], "timeout");
+    assert_eq!(execution["failure"], "timeout");
     for who in ["leader", "grandchild"] {
         let pid = std::fs::read_to_string(fixture_dir.path().join(who)).unwrap();
         let proc_path = format!("/proc/{}/stat", pid.trim());
@@ -355,4 +356,17 @@ async fn openai_engine_unreachable_is_503_for_a_document() {
         .json();
     assert_eq!(session["messages"][0]["content"], "anyone?");
     assert_eq!(session["messages"][1]["status"], "failed");
+    let execution_id = reply.json()["execution_id"].as_str().unwrap().to_string();
+    let execution = server
+        .get(
+            &format!("/api/agents/llm/executions/{execution_id}"),
+            &token,
+        )
+        .await
+        .json();
+    assert_eq!(execution["failure"], "engine_unavailable");
+    assert!(execution["error"]
+        .as_str()
+        .unwrap()
+        .starts_with("engine unavailable"));
 }

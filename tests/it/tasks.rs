@@ -305,6 +305,40 @@ async fn a_task_can_resume_a_chat_session() {
 }
 
 #[tokio::test]
+async fn a_task_sent_to_a_closed_session_is_refused_as_a_chat_turn_is() {
+    let server = TestServer::start().await;
+    let token = server.admin().await;
+    let chat = server
+        .chat_json("echo", &token, json!({"message": "chat first"}))
+        .await
+        .json();
+    let session_id = chat["session_id"].as_str().unwrap();
+    let closed = server
+        .call(
+            Method::POST,
+            &format!("/api/agents/echo/chat/sessions/{session_id}/close"),
+            Some(&token),
+            None,
+        )
+        .await;
+    assert_eq!(closed.status, 200);
+    let body = json!({"message": "then a task", "session_id": session_id});
+    submit(&server, "echo", &token, body.clone())
+        .await
+        .assert_error(409, "session_closed");
+    server
+        .chat_json("echo", &token, body)
+        .await
+        .assert_error(409, "session_closed");
+    // Nothing was queued or stored for either.
+    let executions = server
+        .get("/api/agents/echo/executions", &token)
+        .await
+        .json();
+    assert_eq!(executions["executions"].as_array().unwrap().len(), 1);
+}
+
+#[tokio::test]
 async fn idempotent_tasks_replay_and_refuse_while_in_flight() {
     let server = TestServer::with(|c| c.agents = vec![queued_agent("slow", 200, 2, 10)]).await;
     let token = server.admin().await;
