@@ -115,70 +115,47 @@ async fn apply(parts: &mut Reloadable, config: Config) -> Result<Reloaded, Error
     })
 }
 
-/// The keys of `next` that differ from `running` and cannot change while it runs.
+/// The keys of `next` that differ from `running` and cannot change while it runs, in the
+/// order the file has them.
 pub fn needs_restart(running: &Config, next: &Config) -> Vec<&'static str> {
-    let mut keys = Vec::new();
-    let mut differs = |key: &'static str, changed: bool| {
-        if changed {
-            keys.push(key);
-        }
-    };
-    differs("server.listen", running.listen != next.listen);
-    differs("server.public_url", running.public_url != next.public_url);
-    differs(
-        "server.max_connections",
-        running.max_connections != next.max_connections,
-    );
-    differs(
-        "server.max_body_bytes",
-        running.max_body_bytes != next.max_body_bytes,
-    );
-    differs(
-        "server.header_timeout_s",
-        running.header_timeout != next.header_timeout,
-    );
-    differs(
-        "server.shutdown_timeout_s",
-        running.shutdown_timeout != next.shutdown_timeout,
-    );
-    differs("server.mdns", running.mdns != next.mdns);
-    differs(
+    // Each key and the field of `Config` it becomes.
+    macro_rules! differing {
+        ($($key:literal => $field:ident),* $(,)?) => {
+            [$(($key, running.$field != next.$field)),*]
+        };
+    }
+    let tls_mode = (
         "tls.mode",
         (running.tls == Tls::Off) != (next.tls == Tls::Off),
     );
-    differs("store.data_dir", running.data_dir != next.data_dir);
-    differs(
-        "store.cache_mb",
-        running.store_cache_bytes != next.store_cache_bytes,
-    );
-    differs("auth.token_ttl", running.token_ttl != next.token_ttl);
-    differs(
-        "auth.login_attempts_per_minute",
-        running.login_attempts_per_minute != next.login_attempts_per_minute,
-    );
-    differs(
-        "auth.password_hash_threads",
-        running.password_hash_threads != next.password_hash_threads,
-    );
-    differs(
-        "auth.password_hash_queue",
-        running.password_hash_queue != next.password_hash_queue,
-    );
-    differs(
-        "auth.users_may_create_agents",
-        running.users_may_create_agents != next.users_may_create_agents,
-    );
-    differs(
-        "defaults.engine",
-        running.default_engine != next.default_engine,
-    );
-    differs("pool.workers", running.workers != next.workers);
-    differs(
-        "pool.queue_capacity",
-        running.queue_capacity != next.queue_capacity,
-    );
-    differs("log.level", running.log_level != next.log_level);
-    keys
+    let server = differing![
+        "server.listen" => listen,
+        "server.public_url" => public_url,
+        "server.max_connections" => max_connections,
+        "server.max_body_bytes" => max_body_bytes,
+        "server.header_timeout_s" => header_timeout,
+        "server.shutdown_timeout_s" => shutdown_timeout,
+        "server.mdns" => mdns,
+    ];
+    let rest = differing![
+        "store.data_dir" => data_dir,
+        "store.cache_mb" => store_cache_bytes,
+        "auth.token_ttl" => token_ttl,
+        "auth.login_attempts_per_minute" => login_attempts_per_minute,
+        "auth.password_hash_threads" => password_hash_threads,
+        "auth.password_hash_queue" => password_hash_queue,
+        "auth.users_may_create_agents" => users_may_create_agents,
+        "defaults.engine" => default_engine,
+        "pool.workers" => workers,
+        "pool.queue_capacity" => queue_capacity,
+        "log.level" => log_level,
+    ];
+    server
+        .into_iter()
+        .chain([tls_mode])
+        .chain(rest)
+        .filter_map(|(key, changed)| changed.then_some(key))
+        .collect()
 }
 
 #[cfg(test)]
