@@ -262,11 +262,6 @@ const ONCE_STATICS: &[(&str, &str, &str)] = &[
         "the system's root certificates, read once per process",
     ),
     (
-        "src/api/ops.rs",
-        "PATHS",
-        "the paths of the compiled-in OpenAPI document, parsed once",
-    ),
-    (
         "src/fuzzing.rs",
         "OFFER",
         "a fuzz target's fixed offer: one per process, as the fuzzer runs one",
