@@ -1,74 +1,13 @@
-//! Keeps `openapi.json` and the docs page honest about the router: every documented path is
-//! one the router knows, every route is documented, and the pages load nothing from elsewhere.
+//! Keeps `openapi.json` and the docs page honest about the router: the document lists exactly
+//! the operations of the route table (`routes.rs`), so a 405's `Allow` (read from the table)
+//! says what the document says, and the pages load nothing from elsewhere.
 
 #[cfg(test)]
 mod tests {
-    use super::super::{is_route_path, ops};
+    use super::super::ops;
+    use super::super::routes::{self, ROUTES};
     use serde_json::Value;
     use std::collections::BTreeSet;
-
-    /// Every (method, route template) that `dispatch` in `src/api.rs` matches. A route added
-    /// there belongs here too, and then in `openapi.json`.
-    const ROUTES: &[(&str, &str)] = &[
-        ("GET", "/healthz"),
-        ("GET", "/readyz"),
-        ("GET", "/metrics"),
-        ("GET", "/openapi.json"),
-        ("GET", "/docs"),
-        ("GET", "/voice"),
-        ("POST", "/api/token"),
-        ("POST", "/token"),
-        ("POST", "/api/auth/logout"),
-        ("POST", "/api/tokens"),
-        ("GET", "/api/tokens"),
-        ("DELETE", "/api/tokens/{id}"),
-        ("GET", "/api/users/me"),
-        ("GET", "/api/users"),
-        ("POST", "/api/users"),
-        ("DELETE", "/api/users/{username}"),
-        ("PUT", "/api/users/{username}/password"),
-        ("GET", "/api/agents"),
-        ("GET", "/api/agents/{name}"),
-        ("POST", "/api/agents"),
-        ("PATCH", "/api/agents/{name}"),
-        ("DELETE", "/api/agents/{name}"),
-        ("POST", "/api/agents/{name}/start"),
-        ("POST", "/api/agents/{name}/stop"),
-        ("GET", "/api/agents/{name}/shares"),
-        ("POST", "/api/agents/{name}/shares"),
-        ("DELETE", "/api/agents/{name}/shares/{username}"),
-        ("POST", "/api/agents/{name}/chat"),
-        ("POST", "/api/agents/{name}/task"),
-        ("GET", "/api/agents/{name}/chat/sessions"),
-        ("GET", "/api/agents/{name}/chat/sessions/{id}"),
-        ("POST", "/api/agents/{name}/chat/sessions/{id}/close"),
-        ("GET", "/api/agents/{name}/chat/history/persistent"),
-        ("DELETE", "/api/agents/{name}/chat/history"),
-        ("GET", "/api/agents/{name}/activity"),
-        ("GET", "/api/agents/{name}/executions"),
-        ("GET", "/api/agents/{name}/executions/running"),
-        ("GET", "/api/agents/{name}/executions/{id}"),
-        ("GET", "/api/agents/{name}/executions/{id}/stream"),
-        ("POST", "/api/agents/{name}/executions/{id}/terminate"),
-        ("POST", "/api/agents/{name}/public-links"),
-        ("GET", "/api/agents/{name}/public-links"),
-        ("PATCH", "/api/agents/{name}/public-links/{link_id}"),
-        ("DELETE", "/api/agents/{name}/public-links/{link_id}"),
-        ("GET", "/api/public/link/{token}"),
-        ("POST", "/api/public/chat/{token}"),
-        ("GET", "/api/public/history/{token}"),
-        ("GET", "/p/{token}"),
-        ("GET", "/api/paid/{agent}/info"),
-        ("POST", "/api/paid/{agent}/chat"),
-        ("OPTIONS", "/api/paid/{agent}/info"),
-        ("OPTIONS", "/api/paid/{agent}/chat"),
-        ("GET", "/api/paid/{agent}/receipts/{id}"),
-        ("OPTIONS", "/api/paid/{agent}/receipts/{id}"),
-        ("POST", "/api/agents/{name}/voice/start"),
-        ("POST", "/api/agents/{name}/voice/stop"),
-        ("GET", "/api/agents/{name}/voice/status"),
-        ("GET", "/api/agents/{name}/voice/ws"),
-    ];
 
     const METHODS: [&str; 8] = [
         "get", "put", "post", "delete", "options", "head", "patch", "trace",
@@ -78,19 +17,19 @@ mod tests {
         serde_json::from_str(ops::OPENAPI).expect("openapi.json is valid JSON")
     }
 
-    /// The path's segments with every `{param}` replaced by `x`, as the router sees them.
-    fn concrete(template: &str) -> Vec<String> {
-        template
+    /// The path with every `{param}` replaced by `x`, as a client could send it.
+    fn concrete(template: &str) -> String {
+        let segments: Vec<&str> = template
             .split('/')
-            .skip(1)
             .map(|s| {
                 if s.starts_with('{') && s.ends_with('}') {
-                    "x".to_string()
+                    "x"
                 } else {
-                    s.to_string()
+                    s
                 }
             })
-            .collect()
+            .collect();
+        segments.join("/")
     }
 
     /// (METHOD, template) of every operation in the document.
@@ -113,34 +52,57 @@ mod tests {
         let paths = doc["paths"].as_object().expect("paths is an object");
         assert!(!paths.is_empty());
         for template in paths.keys() {
-            let segments = concrete(template);
-            let segments: Vec<&str> = segments.iter().map(String::as_str).collect();
             assert!(
-                is_route_path(&segments),
+                routes::allowed(&concrete(template)).is_some(),
                 "{template} is documented but the router has no such path"
             );
         }
     }
 
+    /// The route table and the document list the same operations: because clients and the
+    /// conformance tests read the document, and a 405's `Allow` is read from the table.
     #[test]
     fn openapi_documents_every_route() {
-        let doc = document();
-        let documented = documented(&doc);
-        for (method, template) in ROUTES {
-            let segments = concrete(template);
-            let segments: Vec<&str> = segments.iter().map(String::as_str).collect();
-            assert!(is_route_path(&segments), "ROUTES has unknown {template}");
-            assert!(
-                documented.contains(&(method.to_string(), template.to_string())),
-                "{method} {template} is routed but not in openapi.json"
-            );
-        }
+        let documented = documented(&document());
         let routed: BTreeSet<(String, String)> = ROUTES
             .iter()
-            .map(|(m, t)| (m.to_string(), t.to_string()))
+            .map(|route| (route.method.to_string(), route.path.to_string()))
             .collect();
+        assert_eq!(routed.len(), ROUTES.len(), "a route is listed twice");
+        let missing: Vec<_> = routed.difference(&documented).collect();
+        assert!(
+            missing.is_empty(),
+            "every route is in openapi.json, because clients read it; routed but not documented: {missing:?}"
+        );
         let extra: Vec<_> = documented.difference(&routed).collect();
-        assert!(extra.is_empty(), "documented but not routed: {extra:?}");
+        assert!(
+            extra.is_empty(),
+            "openapi.json lists only routes, because clients call what it lists; documented but not routed: {extra:?}"
+        );
+    }
+
+    /// For every documented path, a 405's `Allow` names the document's methods, with HEAD
+    /// beside GET.
+    #[test]
+    fn allow_says_what_the_document_says() {
+        let doc = document();
+        let documented = documented(&doc);
+        for template in doc["paths"].as_object().expect("paths").keys() {
+            let mut methods: Vec<String> = documented
+                .iter()
+                .filter(|(_, t)| t == template)
+                .map(|(m, _)| m.clone())
+                .collect();
+            methods.sort();
+            if methods.iter().any(|m| m == "GET") {
+                methods.push("HEAD".to_string());
+            }
+            assert_eq!(
+                routes::allowed(&concrete(template)),
+                Some(methods.join(", ")),
+                "Allow of {template}"
+            );
+        }
     }
 
     #[test]

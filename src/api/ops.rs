@@ -9,7 +9,6 @@ use hyper::body::Incoming;
 use hyper::{Request, StatusCode};
 use serde_json::json;
 use std::net::SocketAddr;
-use std::sync::OnceLock;
 
 /// The OpenAPI 3.1 document of every route.
 pub const OPENAPI: &str = include_str!("openapi.json");
@@ -20,63 +19,6 @@ const DOCS_PAGE: &str = include_str!("docs.html");
 const DOCS_POLICY: &str = "default-src 'none'; script-src 'unsafe-inline'; \
     style-src 'unsafe-inline'; connect-src 'self'; base-uri 'none'; form-action 'none'; \
     frame-ancestors 'none'";
-
-/// The methods `openapi.json` lists for the path `segments` (and HEAD beside GET), as a
-/// 405's `Allow` names them.
-/// A `{param}` segment matches any, and the paths with the most literal segments win, as
-/// OpenAPI matches concrete paths before templated ones (`/api/users/me` is not
-/// `/api/users/{username}`). The document is checked against the router
-/// (`openapi_check.rs`), so this needs no second list of routes.
-pub fn allowed_methods(segments: &[&str]) -> String {
-    static PATHS: OnceLock<Vec<(Vec<String>, Vec<String>)>> = OnceLock::new();
-    let paths = PATHS.get_or_init(|| {
-        let doc: serde_json::Value = serde_json::from_str(OPENAPI).expect("openapi.json is JSON");
-        let paths = doc["paths"].as_object().cloned().unwrap_or_default();
-        paths
-            .into_iter()
-            .map(|(template, item)| {
-                let segments = template.split('/').skip(1).map(str::to_string).collect();
-                let methods = item
-                    .as_object()
-                    .map(|item| {
-                        let methods = ["get", "post", "put", "patch", "delete", "options", "head"];
-                        let keys = item.keys().filter(|k| methods.contains(&k.as_str()));
-                        keys.map(|m| m.to_uppercase()).collect()
-                    })
-                    .unwrap_or_default();
-                (segments, methods)
-            })
-            .collect()
-    });
-    let fitting: Vec<(usize, &Vec<String>)> = paths
-        .iter()
-        .filter(|(template, _)| {
-            template.len() == segments.len()
-                && template
-                    .iter()
-                    .zip(segments)
-                    .all(|(t, s)| t.starts_with('{') || t == s)
-        })
-        .map(|(template, methods)| {
-            let literals = template.iter().filter(|t| !t.starts_with('{')).count();
-            (literals, methods)
-        })
-        .collect();
-    let most = fitting.iter().map(|(literals, _)| *literals).max();
-    let mut allowed: Vec<&str> = Vec::new();
-    for (_, methods) in fitting.iter().filter(|(l, _)| Some(*l) == most) {
-        for method in methods.iter() {
-            if !allowed.contains(&method.as_str()) {
-                allowed.push(method);
-            }
-        }
-    }
-    // Every GET route answers HEAD too.
-    if allowed.contains(&"GET") {
-        allowed.push("HEAD");
-    }
-    allowed.join(", ")
-}
 
 /// `GET /healthz`
 pub fn healthz() -> ApiResult {

@@ -1,0 +1,539 @@
+//! The route table: every (method, path pattern, handler) the API answers, in one list.
+//! Dispatch reads it to find a request's handler, a 405 reads it for its `Allow` header, and
+//! `openapi_check.rs` reads it to hold `openapi.json` to exactly these routes.
+//!
+//! A pattern is a path whose `{param}` segments match any one segment; the first route whose
+//! method and pattern fit a request answers it, so a literal path is listed before a pattern
+//! it would otherwise fall under (`executions/running` before `executions/{id}`).
+
+use super::{
+    agents, chat, executions, links, ops, paid, public, sessions, tasks, token, tokens, users,
+    voice,
+};
+use crate::app::App;
+use crate::error::ApiResult;
+use hyper::body::Incoming;
+use hyper::{Method, Request};
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+
+/// The most `{param}` segments of any pattern.
+pub const MAX_PARAMS: usize = 2;
+
+/// A request matched to a route: what every handler is given.
+pub struct Routed<'a> {
+    pub app: &'a App,
+    pub request: Request<Incoming>,
+    pub peer: SocketAddr,
+    /// The path's `{param}` segments as sent, in the pattern's order; `""` past the last.
+    pub params: [&'a str; MAX_PARAMS],
+}
+
+/// The future of a handler that awaits: boxed, as every async handler's future is its own
+/// type.
+pub type Pending<'a> = Pin<Box<dyn Future<Output = ApiResult> + Send + 'a>>;
+
+/// How a route answers.
+pub enum Handler {
+    /// At once: nothing to await, nothing boxed (health, pages, the agent list).
+    Now(for<'a> fn(Routed<'a>) -> ApiResult),
+    /// Through a service it awaits.
+    Later(for<'a> fn(Routed<'a>) -> Pending<'a>),
+}
+
+use Handler::{Later, Now};
+
+/// One route.
+pub struct Route {
+    pub method: Method,
+    /// The path pattern, as `openapi.json` spells it (`/api/agents/{name}/chat`).
+    pub path: &'static str,
+    /// The metrics label: the pattern, except for an alias, counted as what it stands for.
+    pub label: &'static str,
+    handler: Handler,
+    /// How many segments the pattern has, so most routes are passed over at a glance.
+    segments: usize,
+}
+
+impl Route {
+    const fn new(method: Method, path: &'static str, handler: Handler) -> Route {
+        Route {
+            method,
+            path,
+            label: path,
+            handler,
+            segments: segment_count(path),
+        }
+    }
+
+    /// This route counted in the metrics as `label`.
+    const fn counted_as(mut self, label: &'static str) -> Route {
+        self.label = label;
+        self
+    }
+
+    /// The `{param}` segments of `path` when the pattern fits it.
+    fn fit<'p>(&self, path: &'p str) -> Option<[&'p str; MAX_PARAMS]> {
+        if self.segments != segment_count(path) {
+            return None;
+        }
+        let mut params = [""; MAX_PARAMS];
+        let mut taken = 0;
+        for (want, given) in self.path.split('/').zip(path.split('/')) {
+            if is_param(want) {
+                *params.get_mut(taken)? = given;
+                taken += 1;
+            } else if want != given {
+                return None;
+            }
+        }
+        Some(params)
+    }
+
+    /// How many segments of the pattern are literal: the more, the closer it fits a path.
+    fn literals(&self) -> usize {
+        self.path
+            .split('/')
+            .skip(1)
+            .filter(|s| !is_param(s))
+            .count()
+    }
+
+    /// Runs the handler.
+    pub async fn answer(&self, routed: Routed<'_>) -> ApiResult {
+        match self.handler {
+            Now(handler) => handler(routed),
+            Later(handler) => handler(routed).await,
+        }
+    }
+}
+
+const fn segment_count(path: &str) -> usize {
+    let bytes = path.as_bytes();
+    let (mut at, mut count) = (0, 0);
+    while at < bytes.len() {
+        if bytes[at] == b'/' {
+            count += 1;
+        }
+        at += 1;
+    }
+    count
+}
+
+fn is_param(segment: &str) -> bool {
+    segment.starts_with('{') && segment.ends_with('}')
+}
+
+const fn get(path: &'static str, handler: Handler) -> Route {
+    Route::new(Method::GET, path, handler)
+}
+
+const fn post(path: &'static str, handler: Handler) -> Route {
+    Route::new(Method::POST, path, handler)
+}
+
+const fn put(path: &'static str, handler: Handler) -> Route {
+    Route::new(Method::PUT, path, handler)
+}
+
+const fn patch(path: &'static str, handler: Handler) -> Route {
+    Route::new(Method::PATCH, path, handler)
+}
+
+const fn delete(path: &'static str, handler: Handler) -> Route {
+    Route::new(Method::DELETE, path, handler)
+}
+
+const fn options(path: &'static str, handler: Handler) -> Route {
+    Route::new(Method::OPTIONS, path, handler)
+}
+
+/// Every route. A route added here belongs in `openapi.json` too (`openapi_check.rs`).
+pub static ROUTES: &[Route] = &[
+    get("/healthz", Now(|_| ops::healthz())),
+    get("/readyz", Later(|r| Box::pin(ops::readyz(r.app)))),
+    get("/metrics", Now(|r| ops::metrics(r.app, &r.request, r.peer))),
+    get("/openapi.json", Now(|_| ops::openapi())),
+    get("/docs", Now(|_| ops::docs())),
+    get("/voice", Now(|_| voice::page())),
+    post(
+        "/api/token",
+        Later(|r| Box::pin(token::create_token(r.app, r.request, r.peer))),
+    ),
+    post(
+        "/token",
+        Later(|r| Box::pin(token::create_token(r.app, r.request, r.peer))),
+    )
+    .counted_as("/api/token"),
+    post(
+        "/api/auth/logout",
+        Later(|r| Box::pin(token::logout(r.app, r.request))),
+    ),
+    post(
+        "/api/tokens",
+        Later(|r| Box::pin(token::issue_device_token(r.app, r.request))),
+    ),
+    get(
+        "/api/tokens",
+        Later(|r| Box::pin(async move { tokens::list_tokens(r.app, &r.request).await })),
+    ),
+    delete(
+        "/api/tokens/{id}",
+        Later(|r| {
+            Box::pin(async move { tokens::revoke_token(r.app, &r.request, r.params[0]).await })
+        }),
+    ),
+    get(
+        "/api/users/me",
+        Later(|r| Box::pin(async move { users::me(r.app, &r.request).await })),
+    ),
+    get(
+        "/api/users",
+        Later(|r| Box::pin(async move { users::list_users(r.app, &r.request).await })),
+    ),
+    post(
+        "/api/users",
+        Later(|r| Box::pin(users::create_user(r.app, r.request))),
+    ),
+    put(
+        "/api/users/{username}/password",
+        Later(|r| Box::pin(users::set_password(r.app, r.request, r.params[0]))),
+    ),
+    delete(
+        "/api/users/{username}",
+        Later(|r| {
+            Box::pin(async move { users::delete_user(r.app, &r.request, r.params[0]).await })
+        }),
+    ),
+    get(
+        "/api/agents",
+        Now(|r| agents::list_agents(r.app, &r.request)),
+    ),
+    post(
+        "/api/agents",
+        Later(|r| Box::pin(agents::create_agent(r.app, r.request))),
+    ),
+    get(
+        "/api/agents/{name}",
+        Now(|r| agents::get_agent(r.app, &r.request, r.params[0])),
+    ),
+    patch(
+        "/api/agents/{name}",
+        Later(|r| Box::pin(agents::patch_agent(r.app, r.request, r.params[0]))),
+    ),
+    delete(
+        "/api/agents/{name}",
+        Later(|r| {
+            Box::pin(async move { agents::delete_agent(r.app, &r.request, r.params[0]).await })
+        }),
+    ),
+    post(
+        "/api/agents/{name}/start",
+        Later(|r| {
+            Box::pin(async move {
+                agents::set_agent_stopped(r.app, &r.request, r.params[0], false).await
+            })
+        }),
+    ),
+    post(
+        "/api/agents/{name}/stop",
+        Later(|r| {
+            Box::pin(async move {
+                agents::set_agent_stopped(r.app, &r.request, r.params[0], true).await
+            })
+        }),
+    ),
+    get(
+        "/api/agents/{name}/shares",
+        Later(|r| {
+            Box::pin(async move { agents::list_shares(r.app, &r.request, r.params[0]).await })
+        }),
+    ),
+    post(
+        "/api/agents/{name}/shares",
+        Later(|r| Box::pin(agents::add_share(r.app, r.request, r.params[0]))),
+    ),
+    delete(
+        "/api/agents/{name}/shares/{username}",
+        Later(|r| {
+            Box::pin(async move {
+                agents::remove_share(r.app, &r.request, r.params[0], r.params[1]).await
+            })
+        }),
+    ),
+    post(
+        "/api/agents/{name}/chat",
+        Later(|r| Box::pin(chat::chat(r.app, r.request, r.params[0]))),
+    ),
+    post(
+        "/api/agents/{name}/task",
+        Later(|r| Box::pin(tasks::submit_task(r.app, r.request, r.params[0]))),
+    ),
+    get(
+        "/api/agents/{name}/chat/sessions",
+        Later(|r| {
+            Box::pin(async move { sessions::list_sessions(r.app, &r.request, r.params[0]).await })
+        }),
+    ),
+    get(
+        "/api/agents/{name}/chat/sessions/{id}",
+        Later(|r| {
+            Box::pin(async move {
+                sessions::get_session(r.app, &r.request, r.params[0], r.params[1]).await
+            })
+        }),
+    ),
+    post(
+        "/api/agents/{name}/chat/sessions/{id}/close",
+        Later(|r| {
+            Box::pin(async move {
+                sessions::close_session(r.app, &r.request, r.params[0], r.params[1]).await
+            })
+        }),
+    ),
+    get(
+        "/api/agents/{name}/chat/history/persistent",
+        Later(|r| {
+            Box::pin(
+                async move { sessions::persistent_history(r.app, &r.request, r.params[0]).await },
+            )
+        }),
+    ),
+    delete(
+        "/api/agents/{name}/chat/history",
+        Later(|r| {
+            Box::pin(async move { sessions::reset_history(r.app, &r.request, r.params[0]).await })
+        }),
+    ),
+    get(
+        "/api/agents/{name}/activity",
+        Later(|r| {
+            Box::pin(async move { sessions::activity(r.app, &r.request, r.params[0]).await })
+        }),
+    ),
+    get(
+        "/api/agents/{name}/executions",
+        Later(|r| {
+            Box::pin(
+                async move { executions::list_executions(r.app, &r.request, r.params[0]).await },
+            )
+        }),
+    ),
+    get(
+        "/api/agents/{name}/executions/running",
+        Later(|r| {
+            Box::pin(
+                async move { executions::running_executions(r.app, &r.request, r.params[0]).await },
+            )
+        }),
+    ),
+    get(
+        "/api/agents/{name}/executions/{id}",
+        Later(|r| {
+            Box::pin(async move {
+                executions::get_execution(r.app, &r.request, r.params[0], r.params[1]).await
+            })
+        }),
+    ),
+    get(
+        "/api/agents/{name}/executions/{id}/stream",
+        Later(|r| {
+            Box::pin(async move {
+                executions::stream_execution(r.app, &r.request, r.params[0], r.params[1]).await
+            })
+        }),
+    ),
+    post(
+        "/api/agents/{name}/executions/{id}/terminate",
+        Later(|r| {
+            Box::pin(async move {
+                executions::terminate_execution(r.app, &r.request, r.params[0], r.params[1]).await
+            })
+        }),
+    ),
+    post(
+        "/api/agents/{name}/public-links",
+        Later(|r| Box::pin(links::create_link(r.app, r.request, r.params[0]))),
+    ),
+    get(
+        "/api/agents/{name}/public-links",
+        Later(|r| Box::pin(async move { links::list_links(r.app, &r.request, r.params[0]).await })),
+    ),
+    patch(
+        "/api/agents/{name}/public-links/{link_id}",
+        Later(|r| {
+            Box::pin(links::patch_link(
+                r.app,
+                r.request,
+                r.params[0],
+                r.params[1],
+            ))
+        }),
+    ),
+    delete(
+        "/api/agents/{name}/public-links/{link_id}",
+        Later(|r| {
+            Box::pin(async move {
+                links::delete_link(r.app, &r.request, r.params[0], r.params[1]).await
+            })
+        }),
+    ),
+    get(
+        "/api/public/link/{token}",
+        Later(|r| {
+            Box::pin(async move { public::get_link(r.app, &r.request, r.peer, r.params[0]).await })
+        }),
+    ),
+    post(
+        "/api/public/chat/{token}",
+        Later(|r| Box::pin(public::chat(r.app, r.request, r.peer, r.params[0]))),
+    ),
+    get(
+        "/api/public/history/{token}",
+        Later(|r| {
+            Box::pin(async move { public::history(r.app, &r.request, r.peer, r.params[0]).await })
+        }),
+    ),
+    get("/p/{token}", Now(|_| public::page())),
+    get(
+        "/api/paid/{agent}/info",
+        Now(|r| paid::paid_info(r.app, &r.request, r.params[0])),
+    ),
+    post(
+        "/api/paid/{agent}/chat",
+        Later(|r| Box::pin(paid::paid_chat(r.app, r.request, r.params[0]))),
+    ),
+    get(
+        "/api/paid/{agent}/receipts/{id}",
+        Later(|r| {
+            Box::pin(async move {
+                paid::paid_receipt(r.app, &r.request, r.params[0], r.params[1]).await
+            })
+        }),
+    ),
+    options(
+        "/api/paid/{agent}/receipts/{id}",
+        Now(|_| paid::paid_preflight()),
+    ),
+    options("/api/paid/{agent}/info", Now(|_| paid::paid_preflight())),
+    options("/api/paid/{agent}/chat", Now(|_| paid::paid_preflight())),
+    post(
+        "/api/agents/{name}/voice/start",
+        Later(|r| Box::pin(voice::start_voice(r.app, r.request, r.params[0]))),
+    ),
+    post(
+        "/api/agents/{name}/voice/stop",
+        Later(|r| Box::pin(voice::stop_voice(r.app, r.request, r.params[0]))),
+    ),
+    get(
+        "/api/agents/{name}/voice/status",
+        Later(|r| {
+            Box::pin(async move { voice::voice_status(r.app, &r.request, r.params[0]).await })
+        }),
+    ),
+    get(
+        "/api/agents/{name}/voice/ws",
+        Later(|r| Box::pin(voice::voice_socket(r.app, r.request, r.params[0]))),
+    ),
+];
+
+/// The first route for `method` whose pattern fits `path`, and the path's `{param}` segments.
+pub fn find<'p>(method: &Method, path: &'p str) -> Option<(&'static Route, [&'p str; MAX_PARAMS])> {
+    ROUTES
+        .iter()
+        .filter(|route| route.method == *method)
+        .find_map(|route| route.fit(path).map(|params| (route, params)))
+}
+
+/// The methods routed for `path`, as a 405's `Allow` names them (RFC 9110 requires it), or
+/// `None` when no route has this path. Of the patterns that fit, those with the most literal
+/// segments count, as OpenAPI matches concrete paths before templated ones (`/api/users/me`
+/// is not `/api/users/{username}`); the methods are sorted, with HEAD after them wherever GET
+/// is, since every GET route answers HEAD.
+pub fn allowed(path: &str) -> Option<String> {
+    let fitting: Vec<&Route> = ROUTES.iter().filter(|r| r.fit(path).is_some()).collect();
+    let most = fitting.iter().map(|route| route.literals()).max()?;
+    let mut methods: Vec<&str> = fitting
+        .iter()
+        .filter(|route| route.literals() == most)
+        .map(|route| route.method.as_str())
+        .collect();
+    methods.sort_unstable();
+    methods.dedup();
+    if methods.contains(&"GET") {
+        methods.push("HEAD");
+    }
+    Some(methods.join(", "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The pattern with every `{param}` replaced by `x`, as a client could send it.
+    fn concrete(pattern: &str) -> String {
+        let segments: Vec<&str> = pattern
+            .split('/')
+            .map(|s| if is_param(s) { "x" } else { s })
+            .collect();
+        segments.join("/")
+    }
+
+    #[test]
+    fn every_route_is_reached_by_its_own_pattern() {
+        for route in ROUTES {
+            let (found, _) = find(&route.method, &concrete(route.path)).expect(route.path);
+            assert!(
+                std::ptr::eq(found, route),
+                "{} {} is shadowed by {} {} listed before it",
+                route.method,
+                route.path,
+                found.method,
+                found.path
+            );
+        }
+    }
+
+    #[test]
+    fn every_pattern_fits_in_the_params() {
+        for route in ROUTES {
+            let params = route.path.split('/').filter(|s| is_param(s)).count();
+            assert!(params <= MAX_PARAMS, "{} has {params} params", route.path);
+            assert!(
+                route.path.starts_with('/'),
+                "{} is not absolute",
+                route.path
+            );
+        }
+    }
+
+    #[test]
+    fn params_come_in_the_patterns_order() {
+        let (route, params) = find(&Method::GET, "/api/agents/a/executions/b/stream").unwrap();
+        assert_eq!(route.path, "/api/agents/{name}/executions/{id}/stream");
+        assert_eq!(params, ["a", "b"]);
+        let (route, _) = find(&Method::GET, "/api/agents/a/executions/running").unwrap();
+        assert_eq!(route.path, "/api/agents/{name}/executions/running");
+        assert!(find(&Method::GET, "/api/agents/a/executions/b/c/d").is_none());
+        assert!(find(&Method::GET, "*").is_none());
+    }
+
+    #[test]
+    fn allow_names_the_closest_patterns_methods() {
+        assert_eq!(allowed("/api/users/me").as_deref(), Some("GET, HEAD"));
+        assert_eq!(allowed("/api/users/bob").as_deref(), Some("DELETE"));
+        assert_eq!(
+            allowed("/api/agents/a").as_deref(),
+            Some("DELETE, GET, PATCH, HEAD")
+        );
+        assert_eq!(
+            allowed("/api/paid/a/info").as_deref(),
+            Some("GET, OPTIONS, HEAD")
+        );
+        assert_eq!(allowed("/api/agents/a/chat").as_deref(), Some("POST"));
+        assert_eq!(allowed("/api"), None);
+        assert_eq!(allowed("/api/"), None);
+        assert_eq!(allowed("/nowhere"), None);
+    }
+}
