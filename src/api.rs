@@ -21,8 +21,8 @@ mod voice;
 
 use crate::app::App;
 use crate::auth::Caller;
+use crate::body::{self, Response};
 use crate::error::{ApiError, ApiResult};
-use crate::http::body::{self, Response};
 use hyper::body::Incoming;
 use hyper::{Method, Request, StatusCode};
 use std::net::SocketAddr;
@@ -38,7 +38,7 @@ pub async fn handle(app: &App, request: Request<Incoming>, peer: SocketAddr) -> 
     let (route, result) = dispatch(app, request, peer).await;
     let mut response = match result {
         Ok(response) => response,
-        Err(err) => body::error(&err),
+        Err(err) => err.response(),
     };
     if head {
         response = without_body(response);
@@ -281,17 +281,18 @@ fn unmatched(method: &Method, segments: &[&str]) -> Response {
     ];
     let path_known = segments.first().is_some_and(|s| known.contains(s)) && segments.len() <= 7;
     if path_known && !matches!(segments, ["api"] | ["api", ""]) && is_route_path(segments) {
-        let mut response = body::error(&ApiError::new(
+        let mut response = ApiError::new(
             StatusCode::METHOD_NOT_ALLOWED,
             "method_not_allowed",
             format!("{method} is not allowed here"),
-        ));
+        )
+        .response();
         if let Ok(allow) = hyper::header::HeaderValue::from_str(&ops::allowed_methods(segments)) {
             response.headers_mut().insert(hyper::header::ALLOW, allow);
         }
         response
     } else {
-        body::error(&ApiError::not_found("route"))
+        ApiError::not_found("route").response()
     }
 }
 

@@ -192,14 +192,14 @@ const HYPER_SERVER: &[&str] = &[
     "Request<hyper::body::Incoming>",
 ];
 
-/// No file outside `http` and `api` names hyper server types: because every service stays
+/// No file outside `server` and `api` names hyper server types: because every service stays
 /// callable without a socket (tests, fuzz targets, the control socket), and a transport
 /// change touches two modules.
 #[test]
-fn only_http_and_api_name_hyper_server_types() {
+fn only_server_and_api_name_hyper_server_types() {
     assert_none(
-        "hyper server types are named outside src/http and src/api",
-        offenders(&["src/http", "src/api"], |line| {
+        "hyper server types are named outside src/server and src/api",
+        offenders(&["src/server", "src/api"], |line| {
             HYPER_SERVER.iter().any(|pattern| line.contains(pattern))
         }),
     );
@@ -210,7 +210,7 @@ const ENGINE_FORBIDDEN: &[&str] = &[
     "crate::store",
     "crate::api",
     "crate::chat",
-    "crate::http::body",
+    "crate::body",
     "crate::executions",
 ];
 
@@ -257,9 +257,14 @@ const ONCE_STATICS: &[(&str, &str, &str)] = &[
         "the hash of a fixed decoy password, so an unknown name costs a login what a known one does",
     ),
     (
-        "src/http/client.rs",
+        "src/outbound/connect.rs",
         "SYSTEM",
         "the system's root certificates, read once per process",
+    ),
+    (
+        "src/outbound.rs",
+        "SHARED",
+        "the outbound client for URLs of the configuration file, one pool per process",
     ),
     (
         "src/api/ops.rs",

@@ -5,9 +5,9 @@
 use super::caller_with_scope;
 use crate::app::App;
 use crate::auth::SessionEnd;
+use crate::body::{self, Body, Response};
 use crate::error::{ApiError, ApiResult};
 use crate::executions::Follow;
-use crate::http::body::{self, Body, Response};
 use crate::records::{Execution, ExecutionKind, ExecutionStatus};
 use crate::turns::{SessionPolicy, Started, TurnRequest};
 use bytes::Bytes;
@@ -154,10 +154,10 @@ pub fn finished_document(execution: &Execution, replay: bool) -> Response {
         _ => None,
     };
     let mut response = match failure {
-        Some(err) => body::error(
-            &err.with("execution_id", execution.id.clone())
-                .with("session_id", execution.session_id.clone()),
-        ),
+        Some(err) => err
+            .with("execution_id", execution.id.clone())
+            .with("session_id", execution.session_id.clone())
+            .response(),
         None => body::json(StatusCode::OK, &document(execution)),
     };
     if replay {

@@ -5,9 +5,9 @@
 
 use super::Query;
 use crate::app::App;
+use crate::body::{self, Body, Response};
 use crate::error::{ApiError, ApiResult};
 use crate::executions::Follow;
-use crate::http::body::{self, Body, Response};
 use crate::links;
 use crate::records::{Execution, ExecutionStatus};
 use crate::turns::Started;
@@ -179,10 +179,10 @@ fn visitor_document(execution: &Execution) -> Response {
         _ => None,
     };
     match failure {
-        Some(err) => body::error(
-            &err.with("execution_id", execution.id.clone())
-                .with("session_id", execution.session_id.clone()),
-        ),
+        Some(err) => err
+            .with("execution_id", execution.id.clone())
+            .with("session_id", execution.session_id.clone())
+            .response(),
         None => body::json(StatusCode::OK, &links::visitor_answer(execution)),
     }
 }
