@@ -15,7 +15,7 @@ use crate::auth::Caller;
 use crate::clock::Timestamp;
 use crate::config::AgentConfig;
 use crate::engines::{self, Engine};
-use crate::http::outbound::{AllowList, OutboundPolicy};
+use crate::outbound::{AllowList, OutboundPolicy};
 use crate::records::AgentRecord;
 use crate::store::{self, Store};
 use std::collections::BTreeMap;

@@ -22,8 +22,8 @@ mod voice;
 
 use crate::app::App;
 use crate::auth::Caller;
+use crate::body::{self, Response};
 use crate::error::{ApiError, ApiResult};
-use crate::http::body::{self, Response};
 use hyper::body::Incoming;
 use hyper::{Method, Request, StatusCode};
 use std::net::SocketAddr;
@@ -40,7 +40,7 @@ pub async fn handle(app: &App, request: Request<Incoming>, peer: SocketAddr) -> 
     let (route, result) = dispatch(app, request, peer).await;
     let mut response = match result {
         Ok(response) => response,
-        Err(err) => body::error(&err),
+        Err(err) => err.response(),
     };
     if head {
         response = without_body(response);
@@ -97,13 +97,14 @@ fn without_body(response: Response) -> Response {
 /// 405 for a routed path with another method, with the methods it takes in `Allow`, else 404.
 fn unmatched(method: &Method, path: &str) -> Response {
     let Some(allow) = routes::allowed(path) else {
-        return body::error(&ApiError::not_found("route"));
+        return ApiError::not_found("route").response();
     };
-    let mut response = body::error(&ApiError::new(
+    let mut response = ApiError::new(
         StatusCode::METHOD_NOT_ALLOWED,
         "method_not_allowed",
         format!("{method} is not allowed here"),
-    ));
+    )
+    .response();
     if let Ok(allow) = hyper::header::HeaderValue::from_str(&allow) {
         response.headers_mut().insert(hyper::header::ALLOW, allow);
     }

@@ -148,7 +148,7 @@ pub struct Config {
     /// Public links: visitor rate limits and trusted proxies.
     pub public: PublicConfig,
     /// `[outbound] allow`: private addresses, networks and names users' agents may reach.
-    pub outbound_allow: crate::http::outbound::AllowList,
+    pub outbound_allow: crate::outbound::AllowList,
     /// `OUTPOST_ADMIN_PASSWORD`: the admin password used at first start instead of a random one.
     pub admin_password: Option<Secret>,
 }
@@ -372,7 +372,7 @@ impl Config {
             log_format,
             agents,
             public: public_from_raw(raw.public)?,
-            outbound_allow: crate::http::outbound::AllowList::parse(&raw.outbound.allow)
+            outbound_allow: crate::outbound::AllowList::parse(&raw.outbound.allow)
                 .map_err(|m| invalid("outbound.allow", m))?,
             voice,
             admin_password: None,

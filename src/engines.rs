@@ -9,7 +9,7 @@ pub mod echo;
 pub mod openai;
 
 use crate::config::EngineConfig;
-use crate::http::outbound::OutboundPolicy;
+use crate::outbound::OutboundPolicy;
 use serde_json::{json, Value};
 use std::future::Future;
 use std::pin::Pin;

@@ -1,8 +1,11 @@
 //! The one place errors become HTTP: every area's error maps to a status, a stable code and a
 //! safe message (`{"error", "message", …}`); causes go to the log, never to the client.
+//! [`ApiError::response`] is the answer itself.
 
+use crate::body::{self, Response};
 use crate::records::{Execution, Failure};
 use crate::{agents, auth, executions, links, paid, store, tasks, turns, users, voice};
+use hyper::header::HeaderValue;
 use hyper::StatusCode;
 use serde_json::{json, Map, Value};
 
@@ -17,7 +20,7 @@ pub struct ApiError {
 }
 
 /// What handlers return.
-pub type ApiResult<T = crate::http::body::Response> = Result<T, ApiError>;
+pub type ApiResult<T = Response> = Result<T, ApiError>;
 
 impl ApiError {
     pub fn new(status: StatusCode, code: &'static str, message: impl ToString) -> ApiError {
@@ -76,6 +79,33 @@ impl ApiError {
             body.insert(key.clone(), value.clone());
         }
         Value::Object(body)
+    }
+
+    /// The error answer: status, JSON body, `Retry-After` when it has one.
+    pub fn response(&self) -> Response {
+        let mut response = body::json(self.status, &self.body());
+        if let Some(seconds) = self.retry_after {
+            response
+                .headers_mut()
+                .insert("retry-after", HeaderValue::from(seconds));
+        }
+        response
+    }
+}
+
+impl From<body::Error> for ApiError {
+    fn from(err: body::Error) -> ApiError {
+        use body::Error::*;
+        match err {
+            NotJson => ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                &err,
+            ),
+            TooLarge { .. } => ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", &err),
+            TimedOut { .. } => ApiError::new(StatusCode::REQUEST_TIMEOUT, "body_timeout", &err),
+            Broken(_) | InvalidJson(_) => ApiError::bad_request(&err),
+        }
     }
 }
 

@@ -1,13 +1,14 @@
 //! Outpost: one binary that serves the agent API from an edge box.
 //!
 //! Reading order: `config` → `store` → `records` → `engines` → `executions` → `chat` →
-//! `auth`, `users`, `agents` → `http` → `api`. `ARCHITECTURE.md` has the map and invariants.
+//! `auth`, `users`, `agents` → `body` → `api` → `server`. `ARCHITECTURE.md` has the map and invariants.
 
 pub mod activity;
 pub mod agents;
 pub mod api;
 pub mod app;
 pub mod auth;
+pub mod body;
 pub mod chat;
 pub mod clock;
 pub mod config;
@@ -17,19 +18,22 @@ pub mod error;
 pub mod executions;
 #[doc(hidden)]
 pub mod fuzzing;
-pub mod http;
+pub mod hostname;
 pub mod ids;
 pub mod links;
 pub mod mdns;
 pub mod metrics;
+pub mod outbound;
 pub mod paid;
 pub mod records;
 pub mod reload;
+pub mod server;
 pub mod service;
 pub mod shutdown;
 pub mod store;
 pub mod sync;
 pub mod tasks;
+pub mod tls;
 pub mod turns;
 pub mod users;
 pub mod voice;
@@ -134,7 +138,7 @@ pub async fn start_with(
     )
     .await
     .context("loading the token secret")?;
-    let (tls_config, certificate) = http::tls::server_config(&config.tls, &data_dir)?.unzip();
+    let (tls_config, certificate) = tls::server_config(&config.tls, &data_dir)?.unzip();
     let mut listeners = service::adopt(inherited)?;
     let to_bind = if listeners.is_empty() {
         &config.listen[..]
@@ -229,7 +233,7 @@ async fn serve_then_close(
     let voice = app.voice().clone();
     let voice_stop = shutdown.clone();
     tokio::join!(
-        http::serve(app.clone(), listeners, tls, shutdown),
+        server::serve(app.clone(), listeners, tls, shutdown),
         async move {
             voice_stop.wait().await;
             voice

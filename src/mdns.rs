@@ -60,7 +60,7 @@ pub fn properties(fingerprint: Option<&str>) -> Vec<(String, String)> {
 pub fn advertise(
     config: &crate::config::Config,
     addrs: &[SocketAddr],
-    certificate: Option<&crate::http::tls::Certificate>,
+    certificate: Option<&crate::tls::Certificate>,
 ) -> Option<Advertisement> {
     if !config.mdns {
         return None;
@@ -127,7 +127,7 @@ impl Advertisement {
     }
 
     fn register(&mut self, fingerprint: Option<&str>) -> Result<(), Error> {
-        let host = hostname().unwrap_or_else(|| "outpost".to_string());
+        let host = crate::hostname::hostname().unwrap_or_else(|| "outpost".to_string());
         let service = if self.tls { "_https" } else { "_http" };
         let addresses: Vec<IpAddr> = self.scope.addresses.clone();
         let mut info = ServiceInfo::new(
@@ -174,16 +174,6 @@ fn interfaces(scope: &Scope) -> Vec<IfKind> {
     } else {
         vec![IfKind::IPv4]
     }
-}
-
-/// The host's name, from `uname` (the unit's `ProcSubset=pid` hides `/proc/sys`).
-pub fn hostname() -> Option<String> {
-    let name = rustix::system::uname()
-        .nodename()
-        .to_string_lossy()
-        .trim()
-        .to_string();
-    Some(name).filter(|n| !n.is_empty())
 }
 
 #[cfg(test)]

@@ -8,9 +8,9 @@
 use crate::agents::Refreshed;
 use crate::app::App;
 use crate::config::{Config, Tls};
-use crate::http::tls::{self, Certificate};
 use crate::mdns::Advertisement;
 use crate::shutdown::Shutdown;
+use crate::tls::{self, Certificate};
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;

@@ -8,7 +8,7 @@ use crate::auth::Caller;
 use crate::clock::Timestamp;
 use crate::config::bounds::{self, Number, Range};
 use crate::config::{valid_agent_name, AgentConfig, EngineConfig};
-use crate::http::outbound::OutboundPolicy;
+use crate::outbound::OutboundPolicy;
 use serde::Deserialize;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -99,7 +99,7 @@ fn check_engine_numbers(engine: &EngineConfig) -> Result<(), Error> {
 async fn check_outbound(
     caller: &Caller,
     engine: &EngineConfig,
-    allow: &crate::http::outbound::AllowList,
+    allow: &crate::outbound::AllowList,
 ) -> Result<OutboundPolicy, Error> {
     let policy = OutboundPolicy::for_caller(caller.is_admin(), allow);
     if let EngineConfig::OpenAi { base_url, .. } = engine {

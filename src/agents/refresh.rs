@@ -103,7 +103,7 @@ impl Agents {
             created_at,
             stopped,
             &self.freed,
-            crate::http::outbound::OutboundPolicy::Any,
+            crate::outbound::OutboundPolicy::Any,
         );
         agent.file_shares = config.shared_with.clone();
         agent

@@ -3,8 +3,8 @@
 use super::{authenticate, caller_with_any_scope, READ_SCOPES};
 use crate::agents::{AgentPatch, NewAgent};
 use crate::app::App;
+use crate::body;
 use crate::error::{ApiError, ApiResult};
-use crate::http::body;
 use hyper::body::Incoming;
 use hyper::{Request, StatusCode};
 use serde::Deserialize;

@@ -5,9 +5,9 @@
 use super::caller_with_scope;
 use crate::app::App;
 use crate::auth::SessionEnd;
+use crate::body::{self, Body, Response};
 use crate::error::{turn_failure, ApiError, ApiResult, Audience};
 use crate::executions::Follow;
-use crate::http::body::{self, Body, Response};
 use crate::records::{Execution, ExecutionKind};
 use crate::turns::{SessionPolicy, Started, TurnRequest};
 use bytes::Bytes;
@@ -137,7 +137,7 @@ pub fn ndjson(mut follow: Follow, mut end: SessionEnd, replay: bool) -> Response
 /// errors); a turn that ran and failed is a 200 document whose `status` says so.
 pub fn finished_document(execution: &Execution, replay: bool) -> Response {
     let mut response = match turn_failure(execution, Audience::Account) {
-        Some(err) => body::error(&err),
+        Some(err) => err.response(),
         None => body::json(StatusCode::OK, &document(execution)),
     };
     if replay {

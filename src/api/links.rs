@@ -4,9 +4,9 @@
 use super::{authenticate, Query};
 use crate::app::App;
 use crate::auth::Caller;
+use crate::body;
 use crate::config::Tls;
 use crate::error::{ApiError, ApiResult};
-use crate::http::body;
 use crate::links::{LinkPatch, NewLink};
 use hyper::body::Incoming;
 use hyper::header::HOST;

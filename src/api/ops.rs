@@ -2,8 +2,8 @@
 
 use super::authenticate;
 use crate::app::App;
+use crate::body;
 use crate::error::ApiResult;
-use crate::http::body;
 use bytes::Bytes;
 use hyper::body::Incoming;
 use hyper::{Request, StatusCode};

@@ -3,9 +3,9 @@
 //! `Cache-Control: no-store` and the CORS headers browser x402 clients need.
 
 use crate::app::App;
+use crate::body::{self, Body, Response};
 use crate::config::Tls;
 use crate::error::{ApiError, ApiResult};
-use crate::http::body::{self, Body, Response};
 use crate::paid::{self, header, Delivery, Paid, PaidTurn, Pending, ReceiptRequest};
 use hyper::body::Incoming;
 use hyper::header::{HeaderValue, CACHE_CONTROL, HOST};
@@ -26,7 +26,7 @@ pub fn paid_info(app: &App, request: &Request<Incoming>, name: &str) -> ApiResul
     let resource = resource_url(app, request, name);
     let answer = match app.paywall().info(name, &resource) {
         Ok(info) => body::json(StatusCode::OK, &info),
-        Err(err) => body::error(&err.into()),
+        Err(err) => ApiError::from(err).response(),
     };
     Ok(x402_headers(answer))
 }
@@ -37,7 +37,7 @@ pub async fn paid_chat(app: &App, request: Request<Incoming>, name: &str) -> Api
     let payment = payment_header(&request);
     let chat: PaidChatBody = match body::read_json(request, app.config().max_body_bytes).await {
         Ok(chat) => chat,
-        Err(err) => return Ok(x402_headers(body::error(&err))),
+        Err(err) => return Ok(x402_headers(ApiError::from(err).response())),
     };
     let outcome = app
         .paywall()
@@ -109,7 +109,7 @@ fn render(outcome: Result<Delivery, paid::Error>) -> Response {
         Err(paid::Error::Refused(refusal)) => {
             let required = header::encode(&refusal.payment_required);
             let receipt = refusal.receipt.clone().map(|r| (refusal.version, r));
-            let mut response = body::error(&ApiError::from(paid::Error::Refused(refusal)));
+            let mut response = ApiError::from(paid::Error::Refused(refusal)).response();
             if let Ok(value) = HeaderValue::from_str(&required) {
                 response.headers_mut().insert("payment-required", value);
             }
@@ -118,7 +118,7 @@ fn render(outcome: Result<Delivery, paid::Error>) -> Response {
             }
             response
         }
-        Err(err) => body::error(&err.into()),
+        Err(err) => ApiError::from(err).response(),
     }
 }
 

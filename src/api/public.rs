@@ -5,9 +5,9 @@
 
 use super::Query;
 use crate::app::App;
+use crate::body::{self, Body, Response};
 use crate::error::{turn_failure, ApiError, ApiResult, Audience};
 use crate::executions::Follow;
-use crate::http::body::{self, Body, Response};
 use crate::links;
 use crate::records::Execution;
 use crate::turns::Started;
@@ -162,7 +162,7 @@ fn visitor_stream(mut follow: Follow) -> Response {
 /// generic messages; a turn that ran and failed is a 200 whose `status` says so.
 fn visitor_document(execution: &Execution) -> Response {
     match turn_failure(execution, Audience::Visitor) {
-        Some(err) => body::error(&err),
+        Some(err) => err.response(),
         None => body::json(StatusCode::OK, &links::visitor_answer(execution)),
     }
 }

@@ -4,10 +4,10 @@ use super::{caller_with_scope, Query};
 use crate::agents::Agent;
 use crate::app::App;
 use crate::auth::Caller;
+use crate::body;
 use crate::chat::HistoryOwner;
 use crate::chat::HistoryPage;
 use crate::error::{ApiError, ApiResult};
-use crate::http::body;
 use crate::records::{Message, Session, SessionStatus};
 use hyper::body::Incoming;
 use hyper::{Request, StatusCode};
@@ -79,7 +79,7 @@ fn cached(
     key: String,
     generation: u64,
     value: &impl Serialize,
-) -> crate::http::body::Response {
+) -> crate::body::Response {
     let bytes = bytes::Bytes::from(serde_json::to_vec(value).expect("responses serialize"));
     app.read_cache().put(key, generation, bytes.clone());
     body::with_type(StatusCode::OK, "application/json", bytes)

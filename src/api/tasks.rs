@@ -3,9 +3,9 @@
 use super::caller_with_scope;
 use super::chat::{finished_document, idempotency_key};
 use crate::app::App;
+use crate::body;
 use crate::config::bounds::{self, Number};
 use crate::error::{ApiError, ApiResult};
-use crate::http::body;
 use crate::tasks::{Submitted, TaskRequest};
 use hyper::body::Incoming;
 use hyper::{Request, StatusCode};

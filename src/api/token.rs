@@ -2,9 +2,9 @@
 
 use super::{authenticate, Query};
 use crate::app::App;
+use crate::body;
 use crate::config::parse_duration;
 use crate::error::{ApiError, ApiResult};
-use crate::http::body;
 use crate::users::{MAX_PASSWORD_BYTES, MAX_USERNAME_BYTES};
 use hyper::body::Incoming;
 use hyper::header::CONTENT_TYPE;

@@ -3,8 +3,8 @@
 use super::{authenticate, Query};
 use crate::app::App;
 use crate::auth::{Caller, Error};
+use crate::body;
 use crate::error::{ApiError, ApiResult};
-use crate::http::body;
 use crate::records::DeviceToken;
 use hyper::body::Incoming;
 use hyper::{Request, StatusCode};

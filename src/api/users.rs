@@ -2,8 +2,8 @@
 
 use super::{authenticate, Query};
 use crate::app::App;
+use crate::body;
 use crate::error::{ApiError, ApiResult};
-use crate::http::body;
 use crate::records::{Role, User};
 use hyper::body::Incoming;
 use hyper::{Request, StatusCode};

@@ -4,8 +4,8 @@
 
 use super::{caller_with_scope, Query};
 use crate::app::App;
+use crate::body::{self, Body, Response};
 use crate::error::{ApiError, ApiResult};
-use crate::http::body::{self, Body, Response};
 use crate::voice::wire::{Inbound, Outbound};
 use crate::voice::{StartRequest, TICKET_TTL};
 use fastwebsockets::{Frame, OpCode, Payload, WebSocketError};

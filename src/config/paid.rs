@@ -212,7 +212,7 @@ pub fn resolve(
     }
     let url = raw.facilitator_url.trim_end_matches('/').to_string();
     match url.parse::<hyper::Uri>() {
-        Ok(uri) if crate::http::client::check_url(&uri).is_ok() => {}
+        Ok(uri) if crate::outbound::check_url(&uri).is_ok() => {}
         _ => {
             return Err(invalid(
                 key("facilitator_url"),

@@ -141,7 +141,7 @@ impl VoiceConfig {
                 Some(SpeechEngine::OpenAi { base_url, .. })
                     if !base_url
                         .parse::<hyper::Uri>()
-                        .is_ok_and(|uri| crate::http::client::check_url(&uri).is_ok()) =>
+                        .is_ok_and(|uri| crate::outbound::check_url(&uri).is_ok()) =>
                 {
                     return Err(invalid(
                         format!("{key}.base_url"),

@@ -1,6 +1,6 @@
 //! The openai engine: a client of any OpenAI-compatible `/chat/completions` server with
 //! streaming (llama.cpp server, Ollama, vLLM, LocalAI, or a cloud API), over the daemon's
-//! outbound client ([`crate::http::client`]: `http://` or `https://`).
+//! outbound client ([`crate::outbound`]: `http://` or `https://`).
 //!
 //! Each turn sends the system prompt, the session's history and the new message, and maps the
 //! server's SSE chunks onto `stream_event` text deltas, then one final `assistant` event.
@@ -21,14 +21,10 @@ use super::{
     assistant_event, text_delta_event, BoxFuture, Engine, Error, EventSink, Outcome, Turn,
 };
 use crate::config::EngineConfig;
-use crate::http::client;
-use crate::http::outbound::OutboundPolicy;
-use bytes::Bytes;
+use crate::outbound::{self, Client, OutboundPolicy, Post, Streamed};
 use completion::Completion;
-use http_body_util::{BodyExt, Full};
-use hyper::body::Incoming;
-use hyper::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE};
-use hyper::{Request, Uri};
+use hyper::header::ACCEPT;
+use hyper::Uri;
 use serde_json::{json, Value};
 use sse::SseDecoder;
 use std::time::Duration;
@@ -47,7 +43,7 @@ pub struct OpenAi {
     settings: Result<Settings, String>,
     /// Pooled, so consecutive turns reuse a kept-alive connection; it connects only where
     /// the engine's outbound policy permits.
-    client: client::Client,
+    client: Client,
 }
 
 struct Settings {
@@ -81,7 +77,7 @@ impl OpenAi {
                 other.kind()
             )),
         };
-        let client = client::client_for(outbound, CONNECT_TIMEOUT);
+        let client = Client::new(outbound, CONNECT_TIMEOUT);
         OpenAi { settings, client }
     }
 }
@@ -92,7 +88,7 @@ fn endpoint(base_url: &str) -> Result<Uri, String> {
     let uri: Uri = url
         .parse()
         .map_err(|err| format!("invalid base_url {base_url}: {err}"))?;
-    client::check_url(&uri)
+    outbound::check_url(&uri)
         .map_err(|_| format!("base_url must be an http:// or https:// URL: {base_url}"))?;
     Ok(uri)
 }
@@ -125,21 +121,15 @@ impl OpenAi {
         sink: EventSink,
     ) -> Result<Outcome, Error> {
         let model = turn.model.clone().unwrap_or_else(|| settings.model.clone());
-        let request = settings.request(&turn, &model)?;
-        let response = self.client.request(request).await.map_err(|err| {
-            let cause = chain(&err);
-            if err.is_connect() {
-                Error::Unavailable(format!("cannot connect to {}: {cause}", settings.base_url))
-            } else {
-                Error::Failed {
-                    message: format!("the request to {} failed", settings.base_url),
-                    detail: cause,
-                }
-            }
-        })?;
+        let post = settings.request(&turn, &model);
+        let mut response = self
+            .client
+            .stream(post)
+            .await
+            .map_err(|err| settings.unsent(err))?;
         let status = response.status();
         if !status.is_success() {
-            let detail = read_detail(response.into_body()).await;
+            let detail = read_detail(&mut response).await;
             tracing::warn!(base_url = %settings.base_url, %status, body = %detail, "the model server refused a turn");
             return Err(Error::Failed {
                 message: format!("upstream answered {status}"),
@@ -147,14 +137,12 @@ impl OpenAi {
             });
         }
         let is_whole_json = response
-            .headers()
-            .get(CONTENT_TYPE)
-            .and_then(|value| value.to_str().ok())
+            .content_type()
             .is_some_and(|value| value.starts_with("application/json"));
         let completion = if is_whole_json {
-            read_whole(response.into_body(), &sink).await?
+            read_whole(response, &sink).await?
         } else {
-            read_stream(response.into_body(), &sink).await?
+            read_stream(response, &sink).await?
         };
 
         let model = completion.model.or(Some(model));
@@ -173,7 +161,7 @@ impl OpenAi {
 }
 
 impl Settings {
-    fn request(&self, turn: &Turn, model: &str) -> Result<Request<Full<Bytes>>, Error> {
+    fn request(&self, turn: &Turn, model: &str) -> Post {
         let mut messages = Vec::with_capacity(turn.history.len() + 2);
         if let Some(system_prompt) = &self.system_prompt {
             messages.push(json!({"role": "system", "content": system_prompt}));
@@ -188,34 +176,40 @@ impl Settings {
             "stream_options": {"include_usage": true},
             "messages": messages,
         });
-        let mut request = Request::post(self.endpoint.clone())
-            .header(CONTENT_TYPE, "application/json")
-            .header(ACCEPT, "text/event-stream");
-        if let Some(api_key) = &self.api_key {
-            request = request.header(AUTHORIZATION, format!("Bearer {api_key}"));
+        Post::json(self.endpoint.clone(), &body)
+            .header(ACCEPT, "text/event-stream")
+            .bearer(self.api_key.as_deref())
+    }
+
+    /// The failure of a request that got no answer.
+    fn unsent(&self, err: outbound::Error) -> Error {
+        match err {
+            outbound::Error::Build(err) => Error::Unavailable(format!(
+                "cannot build a request for {}: {err}",
+                self.base_url
+            )),
+            outbound::Error::Send(err) if err.is_connect() => Error::Unavailable(format!(
+                "cannot connect to {}: {}",
+                self.base_url,
+                chain(&err)
+            )),
+            err => Error::Failed {
+                message: format!("the request to {} failed", self.base_url),
+                detail: chain(&err),
+            },
         }
-        request
-            .body(Full::new(Bytes::from(body.to_string())))
-            .map_err(|err| {
-                Error::Unavailable(format!(
-                    "cannot build a request for {}: {err}",
-                    self.base_url
-                ))
-            })
     }
 }
 
 /// Reads the SSE stream to `data: [DONE]` (or its end), sending each text delta as it comes.
-async fn read_stream(mut body: Incoming, sink: &EventSink) -> Result<Completion, Error> {
+async fn read_stream(mut body: Streamed, sink: &EventSink) -> Result<Completion, Error> {
     let mut decoder = SseDecoder::new(MAX_EVENT_BYTES);
     let mut completion = Completion::default();
     let mut events = Vec::new();
     loop {
-        let ended = match body.frame().await {
-            Some(Ok(frame)) => {
-                if let Ok(data) = frame.into_data() {
-                    decoder.feed(&data, &mut events).map_err(|_| oversized())?;
-                }
+        let ended = match body.next().await {
+            Some(Ok(data)) => {
+                decoder.feed(&data, &mut events).map_err(|_| oversized())?;
                 false
             }
             Some(Err(err)) => {
@@ -249,8 +243,14 @@ async fn read_stream(mut body: Incoming, sink: &EventSink) -> Result<Completion,
 }
 
 /// Reads a whole `chat.completion` from a server that did not stream, as one delta.
-async fn read_whole(body: Incoming, sink: &EventSink) -> Result<Completion, Error> {
-    let bytes = read_capped(body, MAX_EVENT_BYTES).await?;
+async fn read_whole(body: Streamed, sink: &EventSink) -> Result<Completion, Error> {
+    let bytes = body.whole(MAX_EVENT_BYTES).await.map_err(|err| match err {
+        outbound::Error::Read(err) => Error::Failed {
+            message: "the server's answer broke off".into(),
+            detail: chain(&err),
+        },
+        _ => oversized(),
+    })?;
     let response: Value = serde_json::from_slice(&bytes).map_err(|err| {
         tracing::warn!(cause = %err, "the model server's answer is not a chat completion");
         Error::Failed {
@@ -265,32 +265,12 @@ async fn read_whole(body: Incoming, sink: &EventSink) -> Result<Completion, Erro
     Ok(completion)
 }
 
-/// Up to `max_bytes` of a body; more is an error.
-async fn read_capped(mut body: Incoming, max_bytes: usize) -> Result<Vec<u8>, Error> {
-    let mut bytes = Vec::new();
-    while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|err| Error::Failed {
-            message: "the server's answer broke off".into(),
-            detail: chain(&err),
-        })?;
-        if let Ok(data) = frame.into_data() {
-            if bytes.len() + data.len() > max_bytes {
-                return Err(oversized());
-            }
-            bytes.extend_from_slice(&data);
-        }
-    }
-    Ok(bytes)
-}
-
 /// The start of an error response's body, as text for the failure's detail.
-async fn read_detail(mut body: Incoming) -> String {
+async fn read_detail(body: &mut Streamed) -> String {
     let mut bytes = Vec::new();
     while bytes.len() < MAX_DETAIL_BYTES {
-        match body.frame().await {
-            Some(Ok(frame)) => {
-                bytes.extend_from_slice(frame.data_ref().map_or(&[][..], |data| &data[..]))
-            }
+        match body.next().await {
+            Some(Ok(data)) => bytes.extend_from_slice(&data),
             Some(Err(err)) => {
                 debug!(cause = %err, "stopped reading an error response");
                 break;

@@ -1,14 +1,14 @@
 //! The facilitator client: `POST {facilitator_url}/settle` (and `/verify` when configured)
-//! over the daemon's outbound client (`http://` or `https://`, see [`crate::http::client`]). A reply that says `success` is an answer, whatever its
-//! status; anything else (no connection, a timeout, a body without `success`) means the
-//! facilitator is unavailable. `settlement_pending` is answered by one identical resend.
+//! over the daemon's outbound client (`http://` or `https://`, see [`crate::outbound`]). A
+//! reply that says `success` is an answer, whatever its status; anything else (no
+//! connection, a timeout, a body without `success`) means the facilitator is unavailable.
+//! `settlement_pending` is answered by one identical resend.
 
 use crate::config::PaidConfig;
-use crate::http::client;
+use crate::outbound::{self, Client, OutboundPolicy, Post};
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full, Limited};
-use hyper::header::{AUTHORIZATION, CONTENT_TYPE};
-use hyper::{Request, Uri};
+use hyper::header::AUTHORIZATION;
+use hyper::Uri;
 use serde_json::Value;
 use std::time::Duration;
 
@@ -42,13 +42,13 @@ pub enum Verdict {
 /// Cheap-clone client, pooled across facilitators.
 #[derive(Clone)]
 pub struct Facilitator {
-    client: client::Client,
+    client: Client,
 }
 
 impl Default for Facilitator {
     fn default() -> Self {
         Facilitator {
-            client: client::client(CONNECT_TIMEOUT),
+            client: Client::new(OutboundPolicy::Any, CONNECT_TIMEOUT),
         }
     }
 }
@@ -133,33 +133,30 @@ impl Facilitator {
         let uri: Uri = format!("{}/{path}", config.facilitator_url)
             .parse()
             .map_err(|err| format!("facilitator url: {err}"))?;
-        let mut request = Request::post(uri).header(CONTENT_TYPE, "application/json");
+        let mut post = Post::new(uri, "application/json", body);
         if let Some(auth) = &config.facilitator_auth_header {
-            request = request.header(AUTHORIZATION, auth.0.as_str());
+            post = post.header(AUTHORIZATION, auth.0.as_str());
         }
-        let request = request
-            .body(Full::new(body))
-            .map_err(|err| format!("building the request: {err}"))?;
-        let exchange = async {
-            let response = self
-                .client
-                .request(request)
-                .await
-                .map_err(|err| format!("facilitator unreachable: {err}"))?;
-            let status = response.status();
-            let bytes = Limited::new(response.into_body(), MAX_REPLY_BYTES)
-                .collect()
-                .await
-                .map_err(|err| format!("reading the facilitator's reply: {err}"))?
-                .to_bytes();
-            match serde_json::from_slice::<Value>(&bytes) {
-                Ok(value @ Value::Object(_)) => Ok((status.is_success(), value)),
-                _ => Err(format!("facilitator answered HTTP {status} without JSON")),
-            }
-        };
-        match tokio::time::timeout(timeout, exchange).await {
-            Ok(result) => result,
-            Err(_) => Err(format!("facilitator gave no answer within {timeout:?}")),
+        let reply = self
+            .client
+            .post(post, MAX_REPLY_BYTES, Some(timeout))
+            .await
+            .map_err(|err| match err {
+                outbound::Error::Build(_) => format!("building the request: {err}"),
+                outbound::Error::Send(_) => format!("facilitator unreachable: {err}"),
+                outbound::Error::TimedOut(_) => {
+                    format!("facilitator gave no answer within {timeout:?}")
+                }
+                outbound::Error::Read(_) | outbound::Error::TooLarge => {
+                    format!("reading the facilitator's reply: {err}")
+                }
+            })?;
+        match serde_json::from_slice::<Value>(&reply.body) {
+            Ok(value @ Value::Object(_)) => Ok((reply.status.is_success(), value)),
+            _ => Err(format!(
+                "facilitator answered HTTP {} without JSON",
+                reply.status
+            )),
         }
     }
 }

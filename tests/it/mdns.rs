@@ -169,7 +169,7 @@ async fn the_api_is_advertised_inside_the_tests_own_network_namespace() {
         Some(env!("CARGO_PKG_VERSION"))
     );
     let cert = rustls::pki_types::pem::PemObject::from_pem_file(data.join("tls/cert.pem"))
-        .map(|der: rustls::pki_types::CertificateDer| outpost::http::tls::fingerprint(&der))
+        .map(|der: rustls::pki_types::CertificateDer| outpost::tls::fingerprint(&der))
         .unwrap();
     assert_eq!(seen.txt.get("fingerprint"), Some(&cert));
 

@@ -7,7 +7,7 @@
 use crate::engines::{fake_openai, openai_agent};
 use crate::support::*;
 use hyper::Method;
-use outpost::http::outbound::AllowList;
+use outpost::outbound::AllowList;
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 

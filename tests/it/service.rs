@@ -67,7 +67,7 @@ fn write_certificate(cert: &Path, key: &Path) -> (String, Vec<u8>) {
     std::fs::write(key, made.signing_key.serialize_pem()).unwrap();
     let der = made.cert.der().to_vec();
     let fingerprint =
-        outpost::http::tls::fingerprint(&rustls::pki_types::CertificateDer::from(der.clone()));
+        outpost::tls::fingerprint(&rustls::pki_types::CertificateDer::from(der.clone()));
     (fingerprint, der)
 }
 
@@ -88,7 +88,7 @@ async fn served_fingerprint(addr: SocketAddr, trusted: &[Vec<u8>]) -> String {
     let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
     let tls = connector.connect(name, tcp).await.expect("TLS handshake");
     let chain = tls.get_ref().1.peer_certificates().unwrap();
-    outpost::http::tls::fingerprint(&chain[0])
+    outpost::tls::fingerprint(&chain[0])
 }
 
 fn tls_config(dir: &Path, port: u16, agent: &str) -> String {

@@ -1,22 +1,18 @@
 //! OpenAI-compatible speech endpoints (LocalAI, speaches, OpenAI itself):
 //! `POST {base_url}/audio/transcriptions` (multipart WAV) and `POST {base_url}/audio/speech`
-//! (JSON in, WAV out), over the daemon's outbound client (`http://` or `https://`, see
-//! [`crate::http::client`]).
+//! (JSON in, WAV out), over the daemon's shared outbound client (`http://` or `https://`,
+//! see [`crate::outbound`]).
 
 use super::Error;
-use crate::http::client;
+use crate::outbound::{self, Client, Post};
 use crate::voice::audio::{self, Pcm};
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full, Limited};
-use hyper::header::{AUTHORIZATION, CONTENT_TYPE};
-use hyper::{Request, StatusCode, Uri};
+use hyper::{StatusCode, Uri};
 use serde_json::{json, Value};
-use std::time::Duration;
 
 /// The largest answer read (a few minutes of 24 kHz WAV).
 const MAX_RESPONSE_BYTES: usize = 16 * 1024 * 1024;
 const BOUNDARY: &str = "outpost-voice-boundary-7d1e";
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Where and how to ask.
 pub struct Endpoint<'a> {
@@ -31,32 +27,24 @@ impl Endpoint<'_> {
         let uri: Uri = url
             .parse()
             .map_err(|err| Error::Protocol(format!("invalid base_url: {err}")))?;
-        client::check_url(&uri).map_err(Error::Protocol)?;
+        outbound::check_url(&uri).map_err(Error::Protocol)?;
         Ok(uri)
     }
 
+    /// POSTs `body` to `{base_url}/{path}` and returns the answer of a 200.
     async fn post(&self, path: &str, content_type: &str, body: Vec<u8>) -> Result<Bytes, Error> {
-        let mut request = Request::post(self.uri(path)?).header(CONTENT_TYPE, content_type);
-        if let Some(key) = self.api_key {
-            request = request.header(AUTHORIZATION, format!("Bearer {key}"));
-        }
-        let request = request
-            .body(Full::new(Bytes::from(body)))
-            .map_err(|err| Error::Protocol(err.to_string()))?;
-        let response = client::client(CONNECT_TIMEOUT)
-            .request(request)
+        let post = Post::new(self.uri(path)?, content_type, body).bearer(self.api_key);
+        let reply = Client::shared()
+            .post(post, MAX_RESPONSE_BYTES, None)
             .await
-            .map_err(|err| Error::Protocol(format!("{path}: {err}")))?;
-        let status = response.status();
-        let body = Limited::new(response.into_body(), MAX_RESPONSE_BYTES)
-            .collect()
-            .await
-            .map_err(|err| Error::Protocol(format!("{path}: {err}")))?
-            .to_bytes();
-        if status != StatusCode::OK {
-            return Err(Error::Protocol(format!("{path} answered {status}")));
+            .map_err(|err| match err {
+                outbound::Error::Build(_) => Error::Protocol(err.to_string()),
+                other => Error::Protocol(format!("{path}: {other}")),
+            })?;
+        if reply.status != StatusCode::OK {
+            return Err(Error::Protocol(format!("{path} answered {}", reply.status)));
         }
-        Ok(body)
+        Ok(reply.body)
     }
 
     /// True when the server answers HTTP at all (`GET {base_url}/models`).
@@ -64,13 +52,7 @@ impl Endpoint<'_> {
         let Ok(uri) = self.uri("models") else {
             return false;
         };
-        let Ok(request) = Request::get(uri).body(Full::new(Bytes::new())) else {
-            return false;
-        };
-        client::client(CONNECT_TIMEOUT)
-            .request(request)
-            .await
-            .is_ok()
+        Client::shared().answers(uri).await
     }
 }
 

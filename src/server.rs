@@ -2,17 +2,14 @@
 //! the kernel, not in memory), a cap per client address (IPv6 clients by their /64; a
 //! connection over it is closed as soon as it is accepted, so one address cannot take every
 //! slot), TLS with ALPN, HTTP/1.1 and HTTP/2 through hyper-util's auto builder, a header-read
-//! timeout, a body deadline (`body.rs`), a write timeout for clients that stop reading
-//! (`stall.rs`), and a graceful stop that lets in-flight requests finish within the
-//! configured deadline.
+//! timeout, a body deadline (put on each request for [`crate::body`]), a write timeout for
+//! clients that stop reading (`stall.rs`), and a graceful stop that lets in-flight requests
+//! finish within the configured deadline. Requests go to [`crate::api::handle`].
 
-pub mod body;
-pub mod client;
-pub mod outbound;
-pub mod stall;
-pub mod tls;
+mod stall;
 
 use crate::app::App;
+use crate::body::BodyDeadline;
 use crate::shutdown::Shutdown;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -288,7 +285,7 @@ impl Connection {
         I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
         let app = self.app.clone();
-        let deadline = body::BodyDeadline {
+        let deadline = BodyDeadline {
             timeout: self.body_timeout,
             metrics: app.metrics().clone(),
         };

@@ -1,10 +1,10 @@
 //! Response bodies (whole or streamed from a channel) and size- and time-limited request
-//! bodies.
+//! bodies. A request body that cannot be read is an [`Error`] of its own; `error.rs` says
+//! which answer each one gets.
 
-use crate::error::ApiError;
 use bytes::Bytes;
 use http_body_util::BodyExt;
-use hyper::body::{Frame, Incoming, SizeHint};
+use hyper::body::{Frame, SizeHint};
 use hyper::header::{HeaderValue, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE};
 use hyper::{Request, StatusCode};
 use serde::de::DeserializeOwned;
@@ -15,6 +15,26 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::sync::mpsc;
+
+/// Why a request body was not read.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The request says its body is something other than JSON.
+    #[error("send the body as application/json")]
+    NotJson,
+    /// The body is, or says it is, longer than its limit.
+    #[error("request bodies are limited to {limit} bytes")]
+    TooLarge { limit: usize },
+    /// The whole body did not arrive within its deadline.
+    #[error("the request body did not arrive within {seconds} s")]
+    TimedOut { seconds: u64 },
+    /// The connection failed while the body was read.
+    #[error("reading the body failed: {0}")]
+    Broken(String),
+    /// The body is not JSON of the expected shape.
+    #[error("invalid JSON body: {0}")]
+    InvalidJson(String),
+}
 
 /// A response with our body type.
 pub type Response = hyper::Response<Body>;
@@ -102,17 +122,6 @@ pub fn page(html: &'static str, policy: &'static str) -> Response {
     response
 }
 
-/// The error answer: status, JSON body, `Retry-After` when it has one.
-pub fn error(err: &ApiError) -> Response {
-    let mut response = json(err.status, &err.body());
-    if let Some(seconds) = err.retry_after {
-        response
-            .headers_mut()
-            .insert("retry-after", HeaderValue::from(seconds));
-    }
-    response
-}
-
 /// The time a request's whole body may take (`server.body_timeout_s`), put in each request's
 /// extensions by the connection that read it.
 #[derive(Clone)]
@@ -124,10 +133,16 @@ pub struct BodyDeadline {
 /// Used when a request carries no [`BodyDeadline`] (requests made in tests without a socket).
 const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Reads the whole request body, refusing more than `limit` bytes with 413 and a body that
-/// takes longer than its deadline with 408 (a total for the whole body, so a trickle of a
-/// byte now and then does not hold the request open).
-pub async fn read(request: Request<Incoming>, limit: usize) -> Result<Bytes, ApiError> {
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Reads the whole request body, refusing more than `limit` bytes and a body that takes
+/// longer than its deadline (a total for the whole body, so a trickle of a byte now and then
+/// does not hold the request open).
+pub async fn read<B>(request: Request<B>, limit: usize) -> Result<Bytes, Error>
+where
+    B: hyper::body::Body,
+    B::Error: Into<BoxError>,
+{
     let deadline = request.extensions().get::<BodyDeadline>().cloned();
     let timeout = deadline
         .as_ref()
@@ -138,33 +153,25 @@ pub async fn read(request: Request<Incoming>, limit: usize) -> Result<Bytes, Api
             if let Some(deadline) = deadline {
                 deadline.metrics.body_timeout();
             }
-            Err(ApiError::new(
-                StatusCode::REQUEST_TIMEOUT,
-                "body_timeout",
-                format!(
-                    "the request body did not arrive within {} s",
-                    timeout.as_secs()
-                ),
-            ))
+            Err(Error::TimedOut {
+                seconds: timeout.as_secs(),
+            })
         }
     }
 }
 
-async fn read_untimed(request: Request<Incoming>, limit: usize) -> Result<Bytes, ApiError> {
-    let too_large = || {
-        ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "body_too_large",
-            format!("request bodies are limited to {limit} bytes"),
-        )
-    };
+async fn read_untimed<B>(request: Request<B>, limit: usize) -> Result<Bytes, Error>
+where
+    B: hyper::body::Body,
+    B::Error: Into<BoxError>,
+{
     let declared = request
         .headers()
         .get(CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > limit as u64) {
-        return Err(too_large());
+        return Err(Error::TooLarge { limit });
     }
     let limited = http_body_util::Limited::new(request.into_body(), limit);
     match limited.collect().await {
@@ -174,16 +181,14 @@ async fn read_untimed(request: Request<Incoming>, limit: usize) -> Result<Bytes,
                 .downcast_ref::<http_body_util::LengthLimitError>()
                 .is_some() =>
         {
-            Err(too_large())
+            Err(Error::TooLarge { limit })
         }
-        Err(err) => Err(ApiError::bad_request(format!(
-            "reading the body failed: {err}"
-        ))),
+        Err(err) => Err(Error::Broken(err.to_string())),
     }
 }
 
 /// True when the request says its body is JSON (or says nothing).
-pub fn is_json(request: &Request<Incoming>) -> bool {
+pub fn is_json<B>(request: &Request<B>) -> bool {
     match request
         .headers()
         .get(CONTENT_TYPE)
@@ -197,30 +202,27 @@ pub fn is_json(request: &Request<Incoming>) -> bool {
     }
 }
 
-/// Reads a JSON body into `T`: 415 for another content type, 413 when too large, 400 when
-/// it is not JSON of the expected shape.
-pub async fn read_json<T: DeserializeOwned>(
-    request: Request<Incoming>,
-    limit: usize,
-) -> Result<T, ApiError> {
+/// Reads a JSON body into `T`: refused when it says another content type, is too large, or
+/// is not JSON of the expected shape.
+pub async fn read_json<T, B>(request: Request<B>, limit: usize) -> Result<T, Error>
+where
+    T: DeserializeOwned,
+    B: hyper::body::Body,
+    B::Error: Into<BoxError>,
+{
     if !is_json(&request) {
-        return Err(ApiError::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_media_type",
-            "send the body as application/json",
-        ));
+        return Err(Error::NotJson);
     }
     let bytes = read(request, limit).await?;
     parse_json(&bytes)
 }
 
-/// Parses JSON bytes into `T` (400 naming what is wrong).
-pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+/// Parses JSON bytes into `T` (the error names what is wrong); a blank body is `{}`.
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Error> {
     let bytes = if bytes.iter().all(u8::is_ascii_whitespace) {
         b"{}".as_slice()
     } else {
         bytes
     };
-    serde_json::from_slice(bytes)
-        .map_err(|err| ApiError::bad_request(format!("invalid JSON body: {err}")))
+    serde_json::from_slice(bytes).map_err(|err| Error::InvalidJson(err.to_string()))
 }

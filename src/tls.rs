@@ -138,7 +138,7 @@ fn ensure_auto_certificate(data_dir: &Path) -> Result<(PathBuf, PathBuf), Error>
     }
     std::fs::create_dir_all(&dir).map_err(|err| read_error(&dir, err))?;
     let mut names = vec!["localhost".to_string(), "127.0.0.1".into(), "::1".into()];
-    if let Some(hostname) = crate::mdns::hostname().filter(|h| h != "localhost") {
+    if let Some(hostname) = crate::hostname::hostname().filter(|h| h != "localhost") {
         names.push(format!("{hostname}.local"));
         names.push(hostname);
     }

@@ -119,13 +119,23 @@ impl OutboundPolicy {
         if let Ok(ip) = host.parse::<IpAddr>() {
             return self.check(&host, &[ip]);
         }
-        let port = super::client::port(uri);
+        let port = port(uri);
         let Ok(resolved) = tokio::net::lookup_host((host.as_str(), port)).await else {
             return Ok(());
         };
         let addresses: Vec<IpAddr> = resolved.map(|a| a.ip()).collect();
         self.check(&host, &addresses)
     }
+}
+
+/// The port `uri` names, or its scheme's default.
+fn port(uri: &Uri) -> u16 {
+    uri.port_u16()
+        .unwrap_or(if uri.scheme_str() == Some("https") {
+            443
+        } else {
+            80
+        })
 }
 
 /// True for addresses on the public internet: not loopback, link-local, private, shared

@@ -1,16 +1,14 @@
-//! The daemon's outbound HTTP client, for model servers (the openai engine), OpenAI-compatible
-//! speech servers and x402 facilitators: hyper-util's pooled client over `http://` or
-//! `https://`.
+//! How the outbound client connects: hyper-util's pooled client over `http://` or
+//! `https://`, behind the [`OutboundPolicy`] checks of `policy.rs` (the resolver checks every
+//! address a name resolves to, the connector every address literal).
 //!
 //! HTTPS trusts the system's certificate authorities (on Debian, the `ca-certificates`
 //! bundle under `/etc/ssl/certs`), read once when the first client is made. `SSL_CERT_FILE`
 //! (a PEM bundle) or `SSL_CERT_DIR` replaces them, as for OpenSSL: set it in the service's
 //! environment to trust a private authority, e.g. a model server on the LAN with its own
 //! certificate. Server names are checked; there is no way to turn that off.
-//!
-//! Every client carries an [`OutboundPolicy`]: it checks each address before connecting.
 
-use super::outbound::{Guarded, OutboundPolicy, Resolver};
+use super::policy::{Guarded, OutboundPolicy, Resolver};
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper_rustls::HttpsConnector;
@@ -21,30 +19,20 @@ use rustls::{ClientConfig, RootCertStore};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-/// A pooled client for `http://` and `https://` URLs.
-pub type Client = hyper_util::client::legacy::Client<
+/// A connection pool for `http://` and `https://` URLs.
+pub type Pool = hyper_util::client::legacy::Client<
     Guarded<HttpsConnector<HttpConnector<Resolver>>>,
     Full<Bytes>,
 >;
 
-/// A client that trusts the system's certificate authorities and connects anywhere (for URLs
-/// of the configuration file).
-pub fn client(connect_timeout: Duration) -> Client {
-    client_trusting(system_tls(), connect_timeout, OutboundPolicy::Any)
-}
-
-/// A client that trusts the system's certificate authorities and connects where `policy`
+/// A pool that trusts the system's certificate authorities and connects where `policy`
 /// permits.
-pub fn client_for(policy: OutboundPolicy, connect_timeout: Duration) -> Client {
-    client_trusting(system_tls(), connect_timeout, policy)
+pub fn pool(policy: OutboundPolicy, connect_timeout: Duration) -> Pool {
+    pool_trusting(system_tls(), connect_timeout, policy)
 }
 
-/// A client whose HTTPS uses `tls` (its ALPN list must be empty: HTTP/1.1 is offered).
-pub fn client_trusting(
-    tls: ClientConfig,
-    connect_timeout: Duration,
-    policy: OutboundPolicy,
-) -> Client {
+/// A pool whose HTTPS uses `tls` (its ALPN list must be empty: HTTP/1.1 is offered).
+fn pool_trusting(tls: ClientConfig, connect_timeout: Duration, policy: OutboundPolicy) -> Pool {
     let mut http = HttpConnector::new_with_resolver(Resolver {
         policy: policy.clone(),
     });
@@ -65,7 +53,7 @@ pub fn client_trusting(
 }
 
 /// A TLS client configuration trusting exactly `roots`.
-pub fn tls_trusting(roots: impl IntoIterator<Item = CertificateDer<'static>>) -> ClientConfig {
+fn tls_trusting(roots: impl IntoIterator<Item = CertificateDer<'static>>) -> ClientConfig {
     let mut store = RootCertStore::empty();
     let (added, ignored) = store.add_parsable_certificates(roots);
     if ignored > 0 {
@@ -100,22 +88,4 @@ fn system_tls() -> ClientConfig {
             tls_trusting(loaded.certs)
         })
         .clone()
-}
-
-/// `https` or `http`, and a host: the URLs the client can ask.
-pub fn check_url(uri: &hyper::Uri) -> Result<(), String> {
-    match uri.scheme_str() {
-        Some("http" | "https") if uri.host().is_some() => Ok(()),
-        _ => Err(format!("{uri} is not an http:// or https:// URL")),
-    }
-}
-
-/// The port `uri` names, or its scheme's default.
-pub fn port(uri: &hyper::Uri) -> u16 {
-    uri.port_u16()
-        .unwrap_or(if uri.scheme_str() == Some("https") {
-            443
-        } else {
-            80
-        })
 }
