@@ -11,7 +11,7 @@ mod refresh;
 pub use manage::{AgentPatch, NewAgent};
 pub use refresh::Refreshed;
 
-use crate::auth::Caller;
+use crate::caller::Caller;
 use crate::clock::Timestamp;
 use crate::config::AgentConfig;
 use crate::engines::{self, Engine};

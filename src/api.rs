@@ -21,7 +21,8 @@ mod users;
 mod voice;
 
 use crate::app::App;
-use crate::auth::Caller;
+use crate::auth::Require;
+use crate::caller::Caller;
 use crate::error::{ApiError, ApiResult};
 use crate::http::body::{self, Response};
 use hyper::body::Incoming;

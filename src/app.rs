@@ -2,7 +2,7 @@
 
 use crate::agents::{self, Agents};
 use crate::auth::Auth;
-use crate::auth::Caller;
+use crate::caller::Caller;
 use crate::chat::Chat;
 use crate::clock::Timestamp;
 use crate::config::Config;

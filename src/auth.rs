@@ -5,6 +5,7 @@
 //! an account or changing its password refuses every earlier token at once. Every stream and
 //! call holds a [`SessionEnd`] that resolves when its token stops being accepted.
 
+use crate::caller::Caller;
 use crate::clock::Timestamp;
 use crate::records::{DeviceToken, Role, User};
 use crate::store::{self, Store};
@@ -55,41 +56,24 @@ pub enum Error {
     Store(#[from] store::Error),
 }
 
-/// The authenticated caller of a request.
-#[derive(Clone, Debug)]
-pub struct Caller {
-    pub username: String,
-    pub role: Role,
-    /// Scopes of a device token; None for a full login token.
-    pub scope: Option<Vec<String>>,
-    pub jti: String,
-    pub expires_at: i64,
-    /// When the token was minted (unix seconds): a token older than its account was minted
-    /// for an earlier account of the same name.
-    pub issued_at: i64,
-    /// The account the token was minted for (`User::id`; empty in tokens of accounts made
-    /// before ids existed).
-    pub account_id: String,
-    /// The account's token generation when the token was minted.
-    pub generation: u64,
+/// The checks a route makes of its caller, refused with this module's errors.
+pub trait Require {
+    /// Fails unless the token allows `scope` (full tokens allow everything).
+    fn require_scope(&self, scope: &str) -> Result<(), Error>;
+    /// Fails unless the caller is an admin with a full token.
+    fn require_admin(&self) -> Result<(), Error>;
 }
 
-impl Caller {
-    pub fn is_admin(&self) -> bool {
-        self.role == Role::Admin
-    }
-
-    /// Fails unless the token allows `scope` (full tokens allow everything).
-    pub fn require_scope(&self, scope: &str) -> Result<(), Error> {
-        match &self.scope {
-            None => Ok(()),
-            Some(scopes) if scopes.iter().any(|s| s == scope) => Ok(()),
-            Some(_) => Err(Error::OutOfScope),
+impl Require for Caller {
+    fn require_scope(&self, scope: &str) -> Result<(), Error> {
+        if self.allows(scope) {
+            Ok(())
+        } else {
+            Err(Error::OutOfScope)
         }
     }
 
-    /// Fails unless the caller is an admin with a full token.
-    pub fn require_admin(&self) -> Result<(), Error> {
+    fn require_admin(&self) -> Result<(), Error> {
         if !self.is_admin() {
             return Err(Error::AdminOnly);
         }

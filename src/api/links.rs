@@ -3,7 +3,7 @@
 
 use super::{authenticate, Query};
 use crate::app::App;
-use crate::auth::Caller;
+use crate::caller::Caller;
 use crate::config::Tls;
 use crate::error::{ApiError, ApiResult};
 use crate::http::body;

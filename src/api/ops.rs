@@ -2,6 +2,7 @@
 
 use super::authenticate;
 use crate::app::App;
+use crate::auth::Require;
 use crate::error::ApiResult;
 use crate::http::body;
 use bytes::Bytes;

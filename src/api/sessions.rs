@@ -3,7 +3,7 @@
 use super::{caller_with_scope, Query};
 use crate::agents::Agent;
 use crate::app::App;
-use crate::auth::Caller;
+use crate::caller::Caller;
 use crate::chat::HistoryOwner;
 use crate::chat::HistoryPage;
 use crate::error::{ApiError, ApiResult};

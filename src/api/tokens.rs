@@ -2,7 +2,8 @@
 
 use super::{authenticate, Query};
 use crate::app::App;
-use crate::auth::{Caller, Error};
+use crate::auth::Error;
+use crate::caller::Caller;
 use crate::error::{ApiError, ApiResult};
 use crate::http::body;
 use crate::records::DeviceToken;
