@@ -15,6 +15,7 @@ pub mod config;
 pub mod control;
 pub mod engines;
 pub mod error;
+pub mod evm;
 pub mod executions;
 #[doc(hidden)]
 pub mod fuzzing;
