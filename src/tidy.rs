@@ -363,7 +363,6 @@ const KNOWN_CIRCLES: &[&[&str]] = &[
     &["src/error.rs", "src/http/body.rs"],
     &["src/http/client.rs", "src/http/outbound.rs"],
     &["src/http/tls.rs", "src/mdns.rs"],
-    &["src/voice/session.rs", "src/voice/turn.rs"],
 ];
 
 /// A file's module path: `src/http/body.rs` is `http::body`, `src/lib.rs` the crate root.
