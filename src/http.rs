@@ -12,7 +12,7 @@ pub mod outbound;
 pub mod stall;
 pub mod tls;
 
-use crate::app::App;
+use crate::api::Api;
 use crate::shutdown::Shutdown;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -34,7 +34,7 @@ type Accepted = (TcpStream, SocketAddr, OwnedSemaphorePermit);
 
 /// Serves `listeners` until `shutdown` fires, then drains for at most the configured time.
 pub async fn serve(
-    app: App,
+    app: Api,
     listeners: Vec<TcpListener>,
     tls: Option<Arc<ServerConfig>>,
     shutdown: Shutdown,
@@ -241,7 +241,7 @@ impl Drop for ClientSlot {
 }
 
 struct Connection {
-    app: App,
+    app: Api,
     builder: Arc<auto::Builder<TokioExecutor>>,
     watcher: hyper_util::server::graceful::Watcher,
     header_timeout: Duration,

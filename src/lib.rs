@@ -231,7 +231,7 @@ async fn serve_then_close(
     let voice = app.voice().clone();
     let voice_stop = shutdown.clone();
     tokio::join!(
-        http::serve(app.clone(), listeners, tls, shutdown),
+        http::serve(api::Api::new(app.clone()), listeners, tls, shutdown),
         async move {
             voice_stop.wait().await;
             voice
