@@ -21,8 +21,6 @@ use tokio::sync::broadcast;
 pub mod throttle;
 pub use throttle::{Reservation, Throttle};
 
-/// The file holding the token signing secret.
-pub const SECRET_FILE: &str = "jwt-secret";
 /// Verified tokens remembered at most; the map starts over when full.
 const VERIFIED_CACHE: usize = 4096;
 /// Endings queued for open streams and calls; one that falls this far behind ends (fail
@@ -489,14 +487,14 @@ impl Auth {
 
 fn secret_error(data_dir: &Path, err: impl std::fmt::Display) -> Error {
     Error::Secret {
-        path: data_dir.join(SECRET_FILE).display().to_string(),
+        path: crate::data_dir::secret_file(data_dir).display().to_string(),
         message: err.to_string(),
     }
 }
 
 /// Reads the signing secret, creating it (0600) at first start.
 fn load_secret(data_dir: &Path) -> Result<Vec<u8>, Error> {
-    let path = data_dir.join(SECRET_FILE);
+    let path = crate::data_dir::secret_file(data_dir);
     match std::fs::read_to_string(&path) {
         Ok(text) if text.trim().len() >= 64 => Ok(text.trim().as_bytes().to_vec()),
         Ok(_) => Err(secret_error(
@@ -507,7 +505,7 @@ fn load_secret(data_dir: &Path) -> Result<Vec<u8>, Error> {
             let mut raw = [0u8; 48];
             crate::ids::random_bytes(&mut raw);
             let secret = crate::ids::hex(&raw);
-            crate::users::write_private(&path, format!("{secret}\n").as_bytes())
+            crate::data_dir::write_private(&path, format!("{secret}\n").as_bytes())
                 .map_err(|e| secret_error(data_dir, e))?;
             Ok(secret.into_bytes())
         }

@@ -223,7 +223,7 @@ async fn start_up_sets_aside_stored_records_it_cannot_use() {
             .unwrap();
     }
     {
-        let path = dir.path().join(outpost::store::STORE_FILE);
+        let path = dir.path().join(outpost::data_dir::STORE_FILE);
         let db = redb::Database::open(&path).unwrap();
         let txn = db.begin_write().unwrap();
         {
