@@ -2,7 +2,7 @@
 
 use crate::agents::Agent;
 use crate::app::App;
-use crate::auth::Caller;
+use crate::caller::Caller;
 use crate::clock::Timestamp;
 use crate::records::{Execution, ExecutionKind, ExecutionStatus};
 use crate::store::{self, ExecutionFilter};

@@ -7,11 +7,12 @@
 
 mod manage;
 mod refresh;
+mod stored;
 
 pub use manage::{AgentPatch, NewAgent};
 pub use refresh::Refreshed;
 
-use crate::auth::Caller;
+use crate::caller::Caller;
 use crate::clock::Timestamp;
 use crate::config::AgentConfig;
 use crate::engines::{self, Engine};
@@ -197,7 +198,7 @@ impl Agent {
             description: self.config.description.clone(),
             owner: self.config.owner.clone(),
             shared_with: self.config.shared_with.clone(),
-            engine: self.config.engine.clone(),
+            engine: stored::to_stored(&self.config.engine),
             max_concurrent: self.config.max_concurrent,
             queue_capacity: self.config.queue_capacity,
             timeout_seconds: self.config.timeout.as_secs(),
@@ -217,7 +218,7 @@ fn config_of(record: &AgentRecord) -> AgentConfig {
         description: record.description.clone(),
         owner: record.owner.clone(),
         shared_with: record.shared_with.clone(),
-        engine: record.engine.clone(),
+        engine: stored::from_stored(&record.engine),
         max_concurrent: record.max_concurrent,
         timeout: Duration::from_secs(record.timeout_seconds),
         queue_capacity: record.queue_capacity,
@@ -233,7 +234,7 @@ fn usable(record: &AgentRecord) -> Result<(), String> {
     bounds::AGENT_MAX_CONCURRENT.check_usize("max_concurrent", record.max_concurrent)?;
     bounds::AGENT_QUEUE_CAPACITY.check_usize("queue_capacity", record.queue_capacity)?;
     bounds::AGENT_TIMEOUT_SECONDS.check("timeout_seconds", record.timeout_seconds)?;
-    if let crate::config::EngineConfig::Echo { delay_ms } = record.engine {
+    if let crate::records::StoredEngine::Echo { delay_ms } = record.engine {
         bounds::ECHO_DELAY_MS.check("engine.delay_ms", delay_ms)?;
     }
     if !crate::config::valid_agent_name(&record.name) {

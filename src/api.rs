@@ -14,6 +14,7 @@ mod public;
 mod query;
 mod routes;
 mod sessions;
+mod state;
 mod tasks;
 mod token;
 mod tokens;
@@ -21,8 +22,9 @@ mod users;
 mod voice;
 
 use crate::app::App;
-use crate::auth::Caller;
+use crate::auth::Require;
 use crate::body::{self, Response};
+use crate::caller::Caller;
 use crate::error::{ApiError, ApiResult};
 use hyper::body::Incoming;
 use hyper::{Method, Request, StatusCode};
@@ -31,10 +33,11 @@ use std::time::Instant;
 
 pub use query::Query;
 use routes::Routed;
+pub use state::Api;
 pub use token::check_scope;
 
 /// Answers one request.
-pub async fn handle(app: &App, request: Request<Incoming>, peer: SocketAddr) -> Response {
+pub async fn handle(app: &Api, request: Request<Incoming>, peer: SocketAddr) -> Response {
     let started = Instant::now();
     let head = request.method() == Method::HEAD;
     let (route, result) = dispatch(app, request, peer).await;
@@ -52,7 +55,7 @@ pub async fn handle(app: &App, request: Request<Incoming>, peer: SocketAddr) -> 
 
 /// The route's metrics label and its answer.
 async fn dispatch(
-    app: &App,
+    app: &Api,
     request: Request<Incoming>,
     peer: SocketAddr,
 ) -> (&'static str, ApiResult) {

@@ -2,7 +2,7 @@
 
 use crate::agents::{self, Agents};
 use crate::auth::Auth;
-use crate::auth::Caller;
+use crate::caller::Caller;
 use crate::chat::Chat;
 use crate::clock::Timestamp;
 use crate::config::Config;
@@ -43,7 +43,6 @@ struct Inner {
     pool: Pool,
     links: Links,
     paywall: Paywall,
-    read_cache: crate::api::cache::ReadCache,
     voice: Voice,
     started_at: Timestamp,
 }
@@ -116,7 +115,6 @@ impl App {
                 metrics,
                 store,
                 config,
-                read_cache: Default::default(),
                 started_at: Timestamp::now(),
             }),
         }
@@ -149,9 +147,6 @@ impl App {
 
     pub fn turns(&self) -> &Turns {
         &self.inner.turns
-    }
-    pub fn read_cache(&self) -> &crate::api::cache::ReadCache {
-        &self.inner.read_cache
     }
     pub fn pool(&self) -> &Pool {
         &self.inner.pool

@@ -5,6 +5,7 @@
 //! an account or changing its password refuses every earlier token at once. Every stream and
 //! call holds a [`SessionEnd`] that resolves when its token stops being accepted.
 
+use crate::caller::Caller;
 use crate::clock::Timestamp;
 use crate::records::{DeviceToken, Role, User};
 use crate::store::{self, Store};
@@ -20,8 +21,6 @@ use tokio::sync::broadcast;
 pub mod throttle;
 pub use throttle::{Reservation, Throttle};
 
-/// The file holding the token signing secret.
-pub const SECRET_FILE: &str = "jwt-secret";
 /// Verified tokens remembered at most; the map starts over when full.
 const VERIFIED_CACHE: usize = 4096;
 /// Endings queued for open streams and calls; one that falls this far behind ends (fail
@@ -55,41 +54,24 @@ pub enum Error {
     Store(#[from] store::Error),
 }
 
-/// The authenticated caller of a request.
-#[derive(Clone, Debug)]
-pub struct Caller {
-    pub username: String,
-    pub role: Role,
-    /// Scopes of a device token; None for a full login token.
-    pub scope: Option<Vec<String>>,
-    pub jti: String,
-    pub expires_at: i64,
-    /// When the token was minted (unix seconds): a token older than its account was minted
-    /// for an earlier account of the same name.
-    pub issued_at: i64,
-    /// The account the token was minted for (`User::id`; empty in tokens of accounts made
-    /// before ids existed).
-    pub account_id: String,
-    /// The account's token generation when the token was minted.
-    pub generation: u64,
+/// The checks a route makes of its caller, refused with this module's errors.
+pub trait Require {
+    /// Fails unless the token allows `scope` (full tokens allow everything).
+    fn require_scope(&self, scope: &str) -> Result<(), Error>;
+    /// Fails unless the caller is an admin with a full token.
+    fn require_admin(&self) -> Result<(), Error>;
 }
 
-impl Caller {
-    pub fn is_admin(&self) -> bool {
-        self.role == Role::Admin
-    }
-
-    /// Fails unless the token allows `scope` (full tokens allow everything).
-    pub fn require_scope(&self, scope: &str) -> Result<(), Error> {
-        match &self.scope {
-            None => Ok(()),
-            Some(scopes) if scopes.iter().any(|s| s == scope) => Ok(()),
-            Some(_) => Err(Error::OutOfScope),
+impl Require for Caller {
+    fn require_scope(&self, scope: &str) -> Result<(), Error> {
+        if self.allows(scope) {
+            Ok(())
+        } else {
+            Err(Error::OutOfScope)
         }
     }
 
-    /// Fails unless the caller is an admin with a full token.
-    pub fn require_admin(&self) -> Result<(), Error> {
+    fn require_admin(&self) -> Result<(), Error> {
         if !self.is_admin() {
             return Err(Error::AdminOnly);
         }
@@ -505,14 +487,14 @@ impl Auth {
 
 fn secret_error(data_dir: &Path, err: impl std::fmt::Display) -> Error {
     Error::Secret {
-        path: data_dir.join(SECRET_FILE).display().to_string(),
+        path: crate::data_dir::secret_file(data_dir).display().to_string(),
         message: err.to_string(),
     }
 }
 
 /// Reads the signing secret, creating it (0600) at first start.
 fn load_secret(data_dir: &Path) -> Result<Vec<u8>, Error> {
-    let path = data_dir.join(SECRET_FILE);
+    let path = crate::data_dir::secret_file(data_dir);
     match std::fs::read_to_string(&path) {
         Ok(text) if text.trim().len() >= 64 => Ok(text.trim().as_bytes().to_vec()),
         Ok(_) => Err(secret_error(
@@ -523,7 +505,7 @@ fn load_secret(data_dir: &Path) -> Result<Vec<u8>, Error> {
             let mut raw = [0u8; 48];
             crate::ids::random_bytes(&mut raw);
             let secret = crate::ids::hex(&raw);
-            crate::users::write_private(&path, format!("{secret}\n").as_bytes())
+            crate::data_dir::write_private(&path, format!("{secret}\n").as_bytes())
                 .map_err(|e| secret_error(data_dir, e))?;
             Ok(secret.into_bytes())
         }

@@ -6,14 +6,10 @@
 use crate::shutdown::Shutdown;
 use crate::store::Store;
 use std::io;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::task::JoinHandle;
-
-/// The socket's file name inside the data dir.
-pub const SOCKET: &str = "control.sock";
 
 /// Binds the socket (replacing one a crashed daemon left: the store lock says this daemon is
 /// the only one on the data dir) and answers requests until `shutdown`.
@@ -22,10 +18,10 @@ pub(crate) fn spawn(
     store: Store,
     shutdown: Shutdown,
 ) -> io::Result<JoinHandle<()>> {
-    let path = data_dir.join(SOCKET);
+    let path = crate::data_dir::control_socket(data_dir);
     let _ = std::fs::remove_file(&path);
     let listener = UnixListener::bind(&path)?;
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+    crate::data_dir::narrow(&path)?;
     let data_dir = data_dir.to_path_buf();
     Ok(tokio::spawn(async move {
         loop {
@@ -53,7 +49,7 @@ async fn answer(stream: UnixStream, store: &Store, data_dir: &Path) -> io::Resul
         let message = format!("error unknown request {:?}\n", line.trim());
         return write.write_all(message.as_bytes()).await;
     }
-    let copy = data_dir.join(format!("backup-{}.redb", crate::ids::random_token(8)));
+    let copy = crate::data_dir::backup_copy(data_dir);
     let result = store.backup_to(&copy).await;
     let outcome = match result {
         Ok(backup) => {
@@ -80,7 +76,7 @@ async fn send_file(path: &Path, write: &mut (impl AsyncWriteExt + Unpin)) -> io:
 /// Asks the daemon serving `data_dir` for a backup and writes it to `target`; returns its
 /// size, or None when no daemon answers on the socket.
 pub async fn request_backup(data_dir: &Path, target: &Path) -> io::Result<Option<u64>> {
-    let Ok(stream) = UnixStream::connect(data_dir.join(SOCKET)).await else {
+    let Ok(stream) = UnixStream::connect(crate::data_dir::control_socket(data_dir)).await else {
         return Ok(None);
     };
     let (read, mut write) = stream.into_split();
@@ -98,14 +94,11 @@ pub async fn request_backup(data_dir: &Path, target: &Path) -> io::Result<Option
     };
     let partial = PathBuf::from(format!("{}.partial", target.display()));
     // A backup holds every account's hash and every conversation: owner only, whatever the umask.
+    crate::data_dir::make_private(&partial)?;
     let mut file = tokio::fs::OpenOptions::new()
         .write(true)
-        .create(true)
         .truncate(true)
-        .mode(0o600)
         .open(&partial)
-        .await?;
-    file.set_permissions(std::fs::Permissions::from_mode(0o600))
         .await?;
     let copied = tokio::io::copy(&mut (&mut reader).take(length), &mut file).await?;
     if copied != length {

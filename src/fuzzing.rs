@@ -9,6 +9,7 @@ pub use http::{http_request, HttpTarget, ROUTES as HTTP_ROUTES};
 use crate::config::{self, Config};
 use crate::engines::command;
 use crate::paid::{header, verify, Offer};
+use crate::voice::audio::LISTEN_RATE;
 use crate::voice::opus::Decoder;
 use crate::voice::vad::{Heard, Vad};
 use crate::voice::wire::ClientMessage;
@@ -108,8 +109,6 @@ pub fn voice_text(data: &[u8]) {
     }
 }
 
-/// The rate a call decodes its caller's audio at (`voice::session::LISTEN_RATE`).
-const LISTEN_RATE: u32 = 16_000;
 /// Samples in 2.5 ms, the shortest Opus frame, at [`LISTEN_RATE`].
 const SHORTEST_FRAME: usize = 40;
 /// Samples in 120 ms, the longest Opus packet, at [`LISTEN_RATE`].

@@ -9,12 +9,15 @@ pub mod api;
 pub mod app;
 pub mod auth;
 pub mod body;
+pub mod caller;
 pub mod chat;
 pub mod clock;
 pub mod config;
 pub mod control;
+pub mod data_dir;
 pub mod engines;
 pub mod error;
+pub mod evm;
 pub mod executions;
 #[doc(hidden)]
 pub mod fuzzing;
@@ -43,7 +46,6 @@ use app::App;
 use config::Config;
 use shutdown::{Shutdown, Trigger};
 use std::net::SocketAddr;
-use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::sync::Arc;
 use tokio::task::JoinHandle;
 
@@ -116,12 +118,8 @@ pub async fn start_with(
 ) -> anyhow::Result<Daemon> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let data_dir = config.data_dir.clone();
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(&data_dir)
+    data_dir::create_dir(&data_dir)
         .with_context(|| format!("creating the data dir {}", data_dir.display()))?;
-    let _ = std::fs::set_permissions(&data_dir, std::fs::Permissions::from_mode(0o700));
     let store = {
         let (dir, cache) = (data_dir.clone(), config.store_cache_bytes);
         tokio::task::spawn_blocking(move || store::Store::open_with_cache(&dir, cache))
@@ -233,7 +231,7 @@ async fn serve_then_close(
     let voice = app.voice().clone();
     let voice_stop = shutdown.clone();
     tokio::join!(
-        server::serve(app.clone(), listeners, tls, shutdown),
+        server::serve(api::Api::new(app.clone()), listeners, tls, shutdown),
         async move {
             voice_stop.wait().await;
             voice

@@ -17,7 +17,7 @@ pub use limits::{client_ip, client_key, RateLimiter};
 pub use visitors::{LinkInfo, VisitorHistory, VisitorTurn};
 
 use crate::agents::{self, Agent, Agents};
-use crate::auth::Caller;
+use crate::caller::Caller;
 use crate::clock::Timestamp;
 use crate::config::bounds::{self, Number};
 use crate::config::PublicConfig;

@@ -187,7 +187,7 @@ async fn backup(config: Config, file: PathBuf) -> anyhow::Result<()> {
         )?;
         return Ok(());
     }
-    let path = config.data_dir.join(outpost::store::STORE_FILE);
+    let path = outpost::data_dir::store_file(&config.data_dir);
     if !path.exists() {
         bail!("no store at {} and no daemon answering", path.display());
     }
@@ -206,7 +206,7 @@ async fn backup(config: Config, file: PathBuf) -> anyhow::Result<()> {
 
 /// Opens the store for a command that edits it; a running daemon holds it.
 async fn open_store(config: &Config) -> anyhow::Result<outpost::store::Store> {
-    std::fs::create_dir_all(&config.data_dir)
+    outpost::data_dir::create_dir(&config.data_dir)
         .with_context(|| format!("creating the data dir {}", config.data_dir.display()))?;
     let (dir, cache) = (config.data_dir.clone(), config.store_cache_bytes);
     let store =

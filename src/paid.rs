@@ -7,7 +7,6 @@
 
 mod budget;
 pub mod eip712;
-pub mod evm;
 pub mod facilitator;
 pub mod header;
 pub mod offer;

@@ -4,6 +4,8 @@
 use crate::clock::Timestamp;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
 
 /// A user's role.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -334,7 +336,7 @@ pub struct AgentRecord {
     pub description: String,
     pub owner: String,
     pub shared_with: Vec<String>,
-    pub engine: crate::config::EngineConfig,
+    pub engine: StoredEngine,
     pub max_concurrent: usize,
     pub queue_capacity: usize,
     pub timeout_seconds: u64,
@@ -348,6 +350,38 @@ pub struct AgentRecord {
     /// record stored before the rule: start-up decides it by whether its owner is an admin.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub engine_trusted: Option<bool>,
+}
+
+/// An agent's engine as the store keeps it. Its own type, not the configuration's, so the
+/// file's format can change without changing what is on disk; `agents` converts between the
+/// two. Its serde form is the one stores have always held.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
+pub enum StoredEngine {
+    Echo {
+        #[serde(default)]
+        delay_ms: u64,
+    },
+    Command {
+        program: String,
+        #[serde(default)]
+        args: Vec<String>,
+        #[serde(default)]
+        workdir: Option<PathBuf>,
+        #[serde(default)]
+        env: BTreeMap<String, String>,
+        #[serde(default)]
+        resume_args: Vec<String>,
+    },
+    #[serde(rename = "openai")]
+    OpenAi {
+        base_url: String,
+        model: String,
+        #[serde(default)]
+        api_key: Option<String>,
+        #[serde(default)]
+        system_prompt: Option<String>,
+    },
 }
 
 /// What deleting an agent removed, by kind of record.

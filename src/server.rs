@@ -8,7 +8,7 @@
 
 mod stall;
 
-use crate::app::App;
+use crate::api::Api;
 use crate::body::BodyDeadline;
 use crate::shutdown::Shutdown;
 use hyper::service::service_fn;
@@ -31,7 +31,7 @@ type Accepted = (TcpStream, SocketAddr, OwnedSemaphorePermit);
 
 /// Serves `listeners` until `shutdown` fires, then drains for at most the configured time.
 pub async fn serve(
-    app: App,
+    app: Api,
     listeners: Vec<TcpListener>,
     tls: Option<Arc<ServerConfig>>,
     shutdown: Shutdown,
@@ -238,7 +238,7 @@ impl Drop for ClientSlot {
 }
 
 struct Connection {
-    app: App,
+    app: Api,
     builder: Arc<auto::Builder<TokioExecutor>>,
     watcher: hyper_util::server::graceful::Watcher,
     header_timeout: Duration,

@@ -33,8 +33,6 @@ use std::thread::JoinHandle;
 use tables::*;
 use tokio::sync::oneshot;
 
-/// The file name of the store inside the data dir.
-pub const STORE_FILE: &str = "outpost.redb";
 /// The page cache unless configured: `[store] cache_mb`.
 pub const DEFAULT_CACHE_BYTES: usize = 32 << 20;
 const VALUE_VERSION: u8 = 1;
@@ -80,18 +78,6 @@ storage_errors!(
     redb::CommitError,
     redb::DatabaseError
 );
-
-/// Makes `path` a file only its owner may read and write (0600) whatever the umask: created
-/// empty when missing (redb initialises an empty file), narrowed when it exists.
-pub(crate) fn make_private(path: &Path) -> std::io::Result<()> {
-    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-    std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .mode(0o600)
-        .open(path)?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
-}
 
 /// Encodes a value: a version byte, then JSON.
 fn encode<T: Serialize>(value: &T) -> Vec<u8> {
@@ -191,8 +177,8 @@ impl Store {
     /// Opens the store with a page cache of `cache_bytes` (redb's own default is 1 GiB, which
     /// an edge box's memory cannot spare; the cache grows with use up to this size).
     pub fn open_with_cache(data_dir: &Path, cache_bytes: usize) -> Result<Store, Error> {
-        let path = data_dir.join(STORE_FILE);
-        make_private(&path)
+        let path = crate::data_dir::store_file(data_dir);
+        crate::data_dir::make_private(&path)
             .map_err(|err| Error::Storage(format!("creating {}: {err}", path.display())))?;
         let db = match redb::Builder::new()
             .set_cache_size(cache_bytes)

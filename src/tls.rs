@@ -12,9 +12,6 @@ use rustls::ServerConfig;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
-/// Where `tls.mode = "auto"` keeps its certificate, inside the data dir.
-pub const AUTO_DIR: &str = "tls";
-
 /// What can go wrong setting up TLS.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -130,13 +127,13 @@ pub fn fingerprint(cert: &CertificateDer<'_>) -> String {
 
 /// The auto certificate's files, made on first use.
 fn ensure_auto_certificate(data_dir: &Path) -> Result<(PathBuf, PathBuf), Error> {
-    let dir = data_dir.join(AUTO_DIR);
-    let cert = dir.join("cert.pem");
-    let key = dir.join("key.pem");
+    let dir = crate::data_dir::tls_dir(data_dir);
+    let cert = crate::data_dir::tls_cert(data_dir);
+    let key = crate::data_dir::tls_key(data_dir);
     if cert.exists() && key.exists() {
         return Ok((cert, key));
     }
-    std::fs::create_dir_all(&dir).map_err(|err| read_error(&dir, err))?;
+    crate::data_dir::create_dir(&dir).map_err(|err| read_error(&dir, err))?;
     let mut names = vec!["localhost".to_string(), "127.0.0.1".into(), "::1".into()];
     if let Some(hostname) = crate::hostname::hostname().filter(|h| h != "localhost") {
         names.push(format!("{hostname}.local"));
@@ -144,7 +141,7 @@ fn ensure_auto_certificate(data_dir: &Path) -> Result<(PathBuf, PathBuf), Error>
     }
     let made =
         rcgen::generate_simple_self_signed(names).map_err(|e| Error::Generate(e.to_string()))?;
-    crate::users::write_private(&key, made.signing_key.serialize_pem().as_bytes())
+    crate::data_dir::write_private(&key, made.signing_key.serialize_pem().as_bytes())
         .map_err(|err| read_error(&key, err))?;
     std::fs::write(&cert, made.cert.pem()).map_err(|err| read_error(&cert, err))?;
     tracing::info!(cert = %cert.display(), "made a self-signed TLS certificate");

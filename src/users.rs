@@ -6,16 +6,12 @@ use crate::store::{self, Store};
 use argon2::password_hash::phc::PasswordHash;
 use argon2::password_hash::{PasswordHasher, PasswordVerifier};
 use argon2::Argon2;
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 mod hashing;
 pub use hashing::{Busy, HashPool};
 
-/// The file the first start writes the admin password to.
-pub const ADMIN_PASSWORD_FILE: &str = "admin-password";
 const MIN_PASSWORD_CHARS: usize = 8;
 /// The longest username, in bytes.
 pub const MAX_USERNAME_BYTES: usize = 64;
@@ -284,29 +280,17 @@ impl Users {
             Some(password) => (password, None),
             None => {
                 let password = crate::ids::random_token(15);
-                let path = data_dir.join(ADMIN_PASSWORD_FILE);
-                write_private(&path, format!("{password}\n").as_bytes()).map_err(|source| {
-                    Error::File {
+                let path = crate::data_dir::admin_password_file(data_dir);
+                crate::data_dir::write_private(&path, format!("{password}\n").as_bytes()).map_err(
+                    |source| Error::File {
                         path: path.clone(),
                         source,
-                    }
-                })?;
+                    },
+                )?;
                 (password, Some(path))
             }
         };
         self.create("admin", &password, Role::Admin).await?;
         Ok(file)
     }
-}
-
-/// Writes a file only its owner can read (0600), replacing any earlier one.
-pub fn write_private(path: &Path, contents: &[u8]) -> std::io::Result<()> {
-    let _ = std::fs::remove_file(path);
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)?;
-    file.write_all(contents)?;
-    file.sync_all()
 }

@@ -14,7 +14,8 @@ pub mod vad;
 pub mod wire;
 
 use crate::agents::Agent;
-use crate::auth::{Caller, SessionEnd};
+use crate::auth::SessionEnd;
+use crate::caller::Caller;
 use crate::chat::Chat;
 use crate::clock::Timestamp;
 use crate::config::{VoiceConfig, VoiceMode};

@@ -154,7 +154,7 @@ impl Daemon {
             .dir
             .path()
             .join("data")
-            .join(outpost::store::STORE_FILE);
+            .join(outpost::data_dir::STORE_FILE);
         std::fs::metadata(path).map_or(0, |m| m.len())
     }
 

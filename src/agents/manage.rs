@@ -4,7 +4,7 @@
 //! on the definition they started with.
 
 use super::{build, Agent, Agents, Error, Shared};
-use crate::auth::Caller;
+use crate::caller::Caller;
 use crate::clock::Timestamp;
 use crate::config::bounds::{self, Number, Range};
 use crate::config::{valid_agent_name, AgentConfig, EngineConfig};

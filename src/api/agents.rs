@@ -135,7 +135,7 @@ pub async fn remove_share(
 }
 
 /// The caller, who must hold a full (unscoped) token: device tokens do not manage agents.
-fn full_caller(app: &App, request: &Request<Incoming>) -> Result<crate::auth::Caller, ApiError> {
+fn full_caller(app: &App, request: &Request<Incoming>) -> Result<crate::caller::Caller, ApiError> {
     let caller = authenticate(app, request)?;
     if caller.scope.is_some() {
         return Err(crate::auth::Error::OutOfScope.into());

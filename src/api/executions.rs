@@ -3,8 +3,8 @@
 use super::{caller_with_any_scope, Query, READ_SCOPES};
 use crate::agents::Agent;
 use crate::app::App;
-use crate::auth::Caller;
 use crate::body::{self, Body};
+use crate::caller::Caller;
 use crate::clock::Timestamp;
 use crate::error::{ApiError, ApiResult};
 use crate::executions::StopReason;

@@ -3,8 +3,8 @@
 
 use super::{authenticate, Query};
 use crate::app::App;
-use crate::auth::Caller;
 use crate::body;
+use crate::caller::Caller;
 use crate::config::Tls;
 use crate::error::{ApiError, ApiResult};
 use crate::links::{LinkPatch, NewLink};

@@ -2,6 +2,7 @@
 
 use super::authenticate;
 use crate::app::App;
+use crate::auth::Require;
 use crate::body;
 use crate::error::ApiResult;
 use bytes::Bytes;

@@ -8,9 +8,8 @@
 
 use super::{
     agents, chat, executions, links, ops, paid, public, sessions, tasks, token, tokens, users,
-    voice,
+    voice, Api,
 };
-use crate::app::App;
 use crate::error::ApiResult;
 use hyper::body::Incoming;
 use hyper::{Method, Request};
@@ -23,7 +22,7 @@ pub const MAX_PARAMS: usize = 2;
 
 /// A request matched to a route: what every handler is given.
 pub struct Routed<'a> {
-    pub app: &'a App,
+    pub app: &'a Api,
     pub request: Request<Incoming>,
     pub peer: SocketAddr,
     /// The path's `{param}` segments as sent, in the pattern's order; `""` past the last.

@@ -1,10 +1,10 @@
 //! Sessions and history routes, and the agent's activity summary.
 
-use super::{caller_with_scope, Query};
+use super::{caller_with_scope, Api, Query};
 use crate::agents::Agent;
 use crate::app::App;
-use crate::auth::Caller;
 use crate::body;
+use crate::caller::Caller;
 use crate::chat::HistoryOwner;
 use crate::chat::HistoryPage;
 use crate::error::{ApiError, ApiResult};
@@ -15,7 +15,7 @@ use serde::Serialize;
 use serde_json::json;
 
 /// `GET /api/agents/{name}/chat/sessions`
-pub async fn list_sessions(app: &App, request: &Request<Incoming>, name: &str) -> ApiResult {
+pub async fn list_sessions(app: &Api, request: &Request<Incoming>, name: &str) -> ApiResult {
     let caller = caller_with_scope(app, request, "chat")?;
     let agent = app.agents().visible(&caller, name)?;
     let query = Query::parse(request.uri().query());
@@ -75,7 +75,7 @@ fn cache_key(
 
 /// Serializes a 200 answer, keeps it in the read cache, and returns it.
 fn cached(
-    app: &App,
+    app: &Api,
     key: String,
     generation: u64,
     value: &impl Serialize,
@@ -134,7 +134,7 @@ pub async fn close_session(
 }
 
 /// `GET /api/agents/{name}/chat/history/persistent`
-pub async fn persistent_history(app: &App, request: &Request<Incoming>, name: &str) -> ApiResult {
+pub async fn persistent_history(app: &Api, request: &Request<Incoming>, name: &str) -> ApiResult {
     let caller = caller_with_scope(app, request, "chat")?;
     let agent = app.agents().visible(&caller, name)?;
     let query = Query::parse(request.uri().query());

@@ -2,6 +2,7 @@
 
 use super::{authenticate, Query};
 use crate::app::App;
+use crate::auth::Require;
 use crate::body;
 use crate::config::parse_duration;
 use crate::error::{ApiError, ApiResult};

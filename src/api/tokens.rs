@@ -2,8 +2,9 @@
 
 use super::{authenticate, Query};
 use crate::app::App;
-use crate::auth::{Caller, Error};
+use crate::auth::Error;
 use crate::body;
+use crate::caller::Caller;
 use crate::error::{ApiError, ApiResult};
 use crate::records::DeviceToken;
 use hyper::body::Incoming;

@@ -2,6 +2,7 @@
 
 use super::{authenticate, Query};
 use crate::app::App;
+use crate::auth::Require;
 use crate::body;
 use crate::error::{ApiError, ApiResult};
 use crate::records::{Role, User};

@@ -5,7 +5,7 @@ use super::Chat;
 use crate::turns::Error;
 
 use crate::agents::Agent;
-use crate::auth::Caller;
+use crate::caller::Caller;
 use crate::records::{Message, Session, SessionStatus};
 use crate::store::HistoryScope;
 

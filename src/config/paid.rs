@@ -3,7 +3,7 @@
 //! Pure parsing: nothing here reaches the network.
 
 use super::{bounds, invalid, Error, Secret};
-use crate::paid::evm::{parse_uint256, Address, Word};
+use crate::evm::{parse_uint256, Address, Word};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::time::Duration;

@@ -2,7 +2,7 @@
 //! signer, with our own checks on the signature (65 bytes, v 27 or 28, 0 < r < n,
 //! 0 < s ≤ n/2): the curve library accepts high-s twins, so we refuse them here.
 
-use super::evm::{Address, Word};
+use crate::evm::{Address, Word};
 use k256::ecdsa::{RecoveryId, Signature, VerifyingKey};
 use sha3::{Digest, Keccak256};
 
@@ -46,7 +46,7 @@ impl Domain<'_> {
             &keccak(&[DOMAIN_TYPE.as_bytes()]),
             &keccak(&[self.name.as_bytes()]),
             &keccak(&[self.version.as_bytes()]),
-            &super::evm::u64_word(self.chain_id),
+            &crate::evm::u64_word(self.chain_id),
             &self.verifying_contract.word(),
         ])
     }

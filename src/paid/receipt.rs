@@ -4,10 +4,10 @@
 //! is the turn's execution id, or the payment's nonce for a payer who never got an answer.
 //! A receipt still owed is settled again on redemption, at most once per interval.
 
-use super::evm::{parse_bytes32, Address};
 use super::settle::pending;
 use super::turn::{payment_key, proof_of, Delivery, Paid};
 use super::{header, Error, Offer, Paywall};
+use crate::evm::{parse_bytes32, Address};
 use crate::records::{Execution, ExecutionKind, ExecutionStatus, Failure};
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};

@@ -3,11 +3,11 @@
 //! A settlement without a definite answer stays owed and its payer gets a receipt to redeem;
 //! at start, settlements still owed from the last run are reconciled.
 
-use super::evm::Address;
 use super::facilitator::Settlement;
 use super::turn::{Delivery, Paid, Pending};
 use super::{Error, Offer, Paywall, Reason, Refusal};
 use crate::config::PaidConfig;
+use crate::evm::Address;
 use crate::executions::Live;
 use crate::records::{Execution, ExecutionStatus, Failure};
 use crate::store;

@@ -2,10 +2,10 @@
 //! the session's payer, the nonce claim, the optional facilitator `/verify`, and the turn,
 //! whose end and settlement then run on a task of their own.
 
-use super::evm::hex;
 use super::facilitator::Verdict;
 use super::verify::{verify, Verified};
 use super::{refusal, Error, Offer, Paywall, Reason};
+use crate::evm::hex;
 use crate::records::{Execution, ExecutionKind, Session, SessionStatus};
 use crate::store::{NonceClaim, PendingSettlement};
 use crate::turns::{self, AdmitHook, Payment, SessionPolicy, Started, TurnRequest};
@@ -251,7 +251,7 @@ fn nonce_key(offer: &Offer, verified: &Verified) -> Vec<u8> {
 }
 
 /// The replay key of the payment by `payer` with `nonce`.
-pub(super) fn payment_key(offer: &Offer, payer: &super::evm::Address, nonce: &[u8; 32]) -> Vec<u8> {
+pub(super) fn payment_key(offer: &Offer, payer: &crate::evm::Address, nonce: &[u8; 32]) -> Vec<u8> {
     let network = &offer.config.network;
     let mut key = Vec::with_capacity(80);
     key.extend_from_slice(&network.chain_id.to_be_bytes());
@@ -286,6 +286,6 @@ fn payment_record(offer: &Offer, verified: &Verified) -> Value {
 /// receipt id it goes with is never on chain.
 pub(super) fn proof_of(payment: &Value) -> Option<[u8; 32]> {
     let signature = payment["payload"]["signature"].as_str()?;
-    let bytes = super::evm::hex_bytes(signature)?;
+    let bytes = crate::evm::hex_bytes(signature)?;
     Some(super::eip712::keccak(&[&bytes]))
 }

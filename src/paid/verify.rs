@@ -3,10 +3,10 @@
 //! the truth from step 2 on: chain id, contract, name and version come from configuration.
 
 use super::eip712::{self, Authorization, Domain};
-use super::evm::{hex_bytes, parse_bytes32, parse_uint256, word_to_u64, Address, Word};
 use super::header;
 use super::offer::Offer;
 use super::Reason;
+use crate::evm::{hex_bytes, parse_bytes32, parse_uint256, word_to_u64, Address, Word};
 use serde_json::{Map, Value};
 
 /// `validBefore` must leave at least this many seconds.
@@ -205,7 +205,7 @@ fn matches_offer(accepted: &Map<String, Value>, offer: &Offer) -> bool {
     let address = |name: &str| text(name).and_then(Address::parse);
     let amount = match accepted.get("amount") {
         Some(Value::String(s)) => parse_uint256(s),
-        Some(Value::Number(n)) => n.as_u64().map(super::evm::u64_word),
+        Some(Value::Number(n)) => n.as_u64().map(crate::evm::u64_word),
         _ => None,
     };
     text("scheme") == Some("exact")

@@ -37,7 +37,7 @@ impl Store {
 fn copy_to(snapshot: &ReadTransaction, target: &Path) -> Result<Backup, Error> {
     let partial = target.with_extension("partial");
     let _ = std::fs::remove_file(&partial);
-    super::make_private(&partial)
+    crate::data_dir::make_private(&partial)
         .map_err(|err| Error::Storage(format!("creating {}: {err}", partial.display())))?;
     let copy = Database::create(&partial)?;
     let txn = copy.begin_write()?;

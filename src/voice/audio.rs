@@ -4,6 +4,10 @@
 use rubato::audioadapter_buffers::direct::SequentialSliceOfVecs;
 use rubato::{Fft, FixedSync, Resampler};
 
+/// Rate of the audio the detector and the speech-to-text engine hear: a call decodes its
+/// caller's audio at this rate.
+pub const LISTEN_RATE: u32 = 16_000;
+
 /// What a WAV from an engine can be wrong about.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {

@@ -2,6 +2,7 @@
 //! audio, speech-to-text, the agent's turn, text-to-speech), the pacing clock of outbound
 //! audio, `voice/stop` and shutdown. Audio leaves in 20 ms Opus packets paced in real time.
 
+use super::audio::LISTEN_RATE;
 use super::opus::{Decoder, Encoder};
 use super::playback::Playback;
 use super::speech;
@@ -23,8 +24,6 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio::time::sleep_until;
 
-/// Rate of the audio the detector and the speech-to-text engine hear.
-pub const LISTEN_RATE: u32 = 16_000;
 const UNDECODABLE_IN_A_ROW: u32 = 20;
 const PACKETS_PER_SECOND: u32 = 60;
 const WARN_BEFORE_END: Duration = Duration::from_secs(30);

@@ -2,8 +2,7 @@
 //! turn (speech-to-text, a chat turn of kind `voice`, the reply cut into sentences, each one
 //! synthesized while the next is generated). Results go back to the call as [`Work`].
 
-use super::audio::{self, Pcm};
-use super::session::LISTEN_RATE;
+use super::audio::{self, Pcm, LISTEN_RATE};
 use super::speech;
 use crate::agents::Agent;
 use crate::config::VoiceConfig;

@@ -2,7 +2,7 @@
 //! hash, the digest, recovery, the refused high-s twin and a digest of the wrong domain.
 
 use super::*;
-use crate::paid::evm::{hex, hex_bytes, parse_bytes32, parse_uint256};
+use crate::evm::{hex, hex_bytes, parse_bytes32, parse_uint256};
 use k256::ecdsa::SigningKey;
 
 const PAYER: &str = "0x19E7E376E7C213B7E7e7e46cc70A5dD086DAff2A";

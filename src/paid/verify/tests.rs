@@ -3,7 +3,7 @@
 
 use super::*;
 use crate::config::{builtin_networks, PaidConfig};
-use crate::paid::evm::hex;
+use crate::evm::hex;
 use k256::ecdsa::SigningKey;
 use serde_json::json;
 use std::time::Duration;

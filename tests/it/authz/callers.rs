@@ -352,7 +352,7 @@ async fn recreated(server: &TestServer, admin: &str, olive: &str) -> (Turn, Stri
 
 /// A token of `username` that expired a minute ago, signed with the daemon's own secret.
 fn expired_token(server: &TestServer, username: &str) -> String {
-    let secret = std::fs::read_to_string(server.data_dir().join(outpost::auth::SECRET_FILE))
+    let secret = std::fs::read_to_string(server.data_dir().join(outpost::data_dir::SECRET_FILE))
         .expect("the token secret");
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

@@ -198,7 +198,7 @@ async fn start_up_sets_aside_stored_records_it_cannot_use() {
             description: String::new(),
             owner: "admin".into(),
             shared_with: Vec::new(),
-            engine: outpost::config::EngineConfig::default(),
+            engine: outpost::records::StoredEngine::Echo { delay_ms: 0 },
             max_concurrent: 1 << 61,
             queue_capacity: usize::MAX,
             timeout_seconds: u64::MAX,
@@ -223,7 +223,7 @@ async fn start_up_sets_aside_stored_records_it_cannot_use() {
             .unwrap();
     }
     {
-        let path = dir.path().join(outpost::store::STORE_FILE);
+        let path = dir.path().join(outpost::data_dir::STORE_FILE);
         let db = redb::Database::open(&path).unwrap();
         let txn = db.begin_write().unwrap();
         {

@@ -4,8 +4,8 @@
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use k256::ecdsa::SigningKey;
+use outpost::evm::{hex, parse_bytes32, parse_uint256, Address};
 use outpost::paid::eip712::{address_of, Authorization, Domain};
-use outpost::paid::evm::{hex, parse_bytes32, parse_uint256, Address};
 use serde_json::{json, Value};
 
 /// The payer key of the spec's test vector (32 × 0x11); never fund it.
