@@ -261,39 +261,19 @@ impl Agents {
         store: Store,
         allow: AllowList,
     ) -> Agents {
-        let now = Timestamp::now();
         let freed = Arc::new(Notify::new());
         let mut agents = BTreeMap::new();
         let mut stored: BTreeMap<String, AgentRecord> =
             records.into_iter().map(|r| (r.name.clone(), r)).collect();
         for config in configs {
-            let mut config = config.clone();
-            let file_shares = config.shared_with.clone();
-            let state = stored.remove(&config.name);
-            let mut stopped = false;
-            let mut created_at = now;
-            if let Some(record) = state {
-                if record.source == "api" {
+            let record = stored.remove(&config.name).filter(|record| {
+                let api = record.source == "api";
+                if api {
                     tracing::warn!(agent = %config.name, "an agent made through the API has the name of one in the configuration file; the file's agent is served");
-                } else {
-                    stopped = record.stopped;
-                    created_at = record.created_at;
-                    for user in record.shared_with {
-                        if !config.shared_with.contains(&user) {
-                            config.shared_with.push(user);
-                        }
-                    }
                 }
-            }
-            let mut agent = build(
-                config,
-                "config",
-                created_at,
-                stopped,
-                &freed,
-                OutboundPolicy::Any,
-            );
-            agent.file_shares = file_shares;
+                !api
+            });
+            let agent = file_agent(config, record, &freed);
             agents.insert(agent.config.name.clone(), Arc::new(agent));
         }
         for record in stored.into_values().filter(|r| r.source == "api") {
@@ -347,6 +327,32 @@ impl Agents {
 }
 
 /// An API agent from its record.
+/// An agent of the file, with what its stored record kept of it, if any: stopped, when it was
+/// first served, and the users it was shared with through the API (beside the file's own).
+fn file_agent(config: &AgentConfig, record: Option<AgentRecord>, freed: &Arc<Notify>) -> Agent {
+    let mut full = config.clone();
+    let (mut stopped, mut created_at) = (false, Timestamp::now());
+    if let Some(record) = record {
+        stopped = record.stopped;
+        created_at = record.created_at;
+        for user in record.shared_with {
+            if !full.shared_with.contains(&user) {
+                full.shared_with.push(user);
+            }
+        }
+    }
+    let mut agent = build(
+        full,
+        "config",
+        created_at,
+        stopped,
+        freed,
+        OutboundPolicy::Any,
+    );
+    agent.file_shares = config.shared_with.clone();
+    agent
+}
+
 fn stored_agent(record: &AgentRecord, freed: &Arc<Notify>, allow: &AllowList) -> Agent {
     build(
         config_of(record),

@@ -3,8 +3,7 @@
 //! drops that name. A changed agent is a new `Agent`, so running turns finish on the
 //! definition they started with.
 
-use super::{build, Agent, Agents};
-use crate::clock::Timestamp;
+use super::{Agent, Agents};
 use crate::config::AgentConfig;
 use crate::records::AgentRecord;
 use std::collections::BTreeMap;
@@ -40,7 +39,10 @@ impl Agents {
                         tracing::warn!(agent = %name, "an agent made through the API has the name of one in the configuration file; the file's agent is served");
                     }
                     let record = stored.remove(&name).filter(|r| r.source == "config");
-                    agents.insert(name.clone(), Arc::new(self.file_agent(config, record)));
+                    agents.insert(
+                        name.clone(),
+                        Arc::new(super::file_agent(config, record, &self.freed)),
+                    );
                     refreshed.added.push(name);
                 }
             }
@@ -82,30 +84,5 @@ impl Agents {
             agent.config.max_concurrent,
         );
         Some(agent)
-    }
-
-    /// A file agent new to the running set, with the stored state it had before, if any.
-    fn file_agent(&self, config: &AgentConfig, record: Option<AgentRecord>) -> Agent {
-        let mut full = config.clone();
-        let (mut stopped, mut created_at) = (false, Timestamp::now());
-        if let Some(record) = record {
-            stopped = record.stopped;
-            created_at = record.created_at;
-            for user in record.shared_with {
-                if !full.shared_with.contains(&user) {
-                    full.shared_with.push(user);
-                }
-            }
-        }
-        let mut agent = build(
-            full,
-            "config",
-            created_at,
-            stopped,
-            &self.freed,
-            crate::outbound::OutboundPolicy::Any,
-        );
-        agent.file_shares = config.shared_with.clone();
-        agent
     }
 }
