@@ -43,6 +43,14 @@ pub enum Handler {
 
 use Handler::{Later, Now};
 
+/// A handler that awaits: `later!(r => call(r.app, ...))` is the [`Later`] handler that
+/// boxes `call(...).await`, borrowing the request it is given.
+macro_rules! later {
+    ($r:ident => $call:expr) => {
+        Later(|$r| Box::pin(async move { $call.await }))
+    };
+}
+
 /// One route.
 pub struct Route {
     pub method: Method,
@@ -151,59 +159,52 @@ const fn options(path: &'static str, handler: Handler) -> Route {
 /// Every route. A route added here belongs in `openapi.json` too (`openapi_check.rs`).
 pub static ROUTES: &[Route] = &[
     get("/healthz", Now(|_| ops::healthz())),
-    get("/readyz", Later(|r| Box::pin(ops::readyz(r.app)))),
+    get("/readyz", later!(r => ops::readyz(r.app))),
     get("/metrics", Now(|r| ops::metrics(r.app, &r.request, r.peer))),
     get("/openapi.json", Now(|_| ops::openapi())),
     get("/docs", Now(|_| ops::docs())),
     get("/voice", Now(|_| voice::page())),
     post(
         "/api/token",
-        Later(|r| Box::pin(token::create_token(r.app, r.request, r.peer))),
+        later!(r => token::create_token(r.app, r.request, r.peer)),
     ),
     post(
         "/token",
-        Later(|r| Box::pin(token::create_token(r.app, r.request, r.peer))),
+        later!(r => token::create_token(r.app, r.request, r.peer)),
     )
     .counted_as("/api/token"),
     post(
         "/api/auth/logout",
-        Later(|r| Box::pin(token::logout(r.app, r.request))),
+        later!(r => token::logout(r.app, r.request)),
     ),
     post(
         "/api/tokens",
-        Later(|r| Box::pin(token::issue_device_token(r.app, r.request))),
+        later!(r => token::issue_device_token(r.app, r.request)),
     ),
     get(
         "/api/tokens",
-        Later(|r| Box::pin(async move { tokens::list_tokens(r.app, &r.request).await })),
+        later!(r => tokens::list_tokens(r.app, &r.request)),
     ),
     delete(
         "/api/tokens/{id}",
-        Later(|r| {
-            Box::pin(async move { tokens::revoke_token(r.app, &r.request, r.params[0]).await })
-        }),
+        later!(r => tokens::revoke_token(r.app, &r.request, r.params[0])),
     ),
-    get(
-        "/api/users/me",
-        Later(|r| Box::pin(async move { users::me(r.app, &r.request).await })),
-    ),
+    get("/api/users/me", later!(r => users::me(r.app, &r.request))),
     get(
         "/api/users",
-        Later(|r| Box::pin(async move { users::list_users(r.app, &r.request).await })),
+        later!(r => users::list_users(r.app, &r.request)),
     ),
     post(
         "/api/users",
-        Later(|r| Box::pin(users::create_user(r.app, r.request))),
+        later!(r => users::create_user(r.app, r.request)),
     ),
     put(
         "/api/users/{username}/password",
-        Later(|r| Box::pin(users::set_password(r.app, r.request, r.params[0]))),
+        later!(r => users::set_password(r.app, r.request, r.params[0])),
     ),
     delete(
         "/api/users/{username}",
-        Later(|r| {
-            Box::pin(async move { users::delete_user(r.app, &r.request, r.params[0]).await })
-        }),
+        later!(r => users::delete_user(r.app, &r.request, r.params[0])),
     ),
     get(
         "/api/agents",
@@ -211,7 +212,7 @@ pub static ROUTES: &[Route] = &[
     ),
     post(
         "/api/agents",
-        Later(|r| Box::pin(agents::create_agent(r.app, r.request))),
+        later!(r => agents::create_agent(r.app, r.request)),
     ),
     get(
         "/api/agents/{name}",
@@ -219,180 +220,111 @@ pub static ROUTES: &[Route] = &[
     ),
     patch(
         "/api/agents/{name}",
-        Later(|r| Box::pin(agents::patch_agent(r.app, r.request, r.params[0]))),
+        later!(r => agents::patch_agent(r.app, r.request, r.params[0])),
     ),
     delete(
         "/api/agents/{name}",
-        Later(|r| {
-            Box::pin(async move { agents::delete_agent(r.app, &r.request, r.params[0]).await })
-        }),
+        later!(r => agents::delete_agent(r.app, &r.request, r.params[0])),
     ),
     post(
         "/api/agents/{name}/start",
-        Later(|r| {
-            Box::pin(async move {
-                agents::set_agent_stopped(r.app, &r.request, r.params[0], false).await
-            })
-        }),
+        later!(r => agents::set_agent_stopped(r.app, &r.request, r.params[0], false)),
     ),
     post(
         "/api/agents/{name}/stop",
-        Later(|r| {
-            Box::pin(async move {
-                agents::set_agent_stopped(r.app, &r.request, r.params[0], true).await
-            })
-        }),
+        later!(r => agents::set_agent_stopped(r.app, &r.request, r.params[0], true)),
     ),
     get(
         "/api/agents/{name}/shares",
-        Later(|r| {
-            Box::pin(async move { agents::list_shares(r.app, &r.request, r.params[0]).await })
-        }),
+        later!(r => agents::list_shares(r.app, &r.request, r.params[0])),
     ),
     post(
         "/api/agents/{name}/shares",
-        Later(|r| Box::pin(agents::add_share(r.app, r.request, r.params[0]))),
+        later!(r => agents::add_share(r.app, r.request, r.params[0])),
     ),
     delete(
         "/api/agents/{name}/shares/{username}",
-        Later(|r| {
-            Box::pin(async move {
-                agents::remove_share(r.app, &r.request, r.params[0], r.params[1]).await
-            })
-        }),
+        later!(r => agents::remove_share(r.app, &r.request, r.params[0], r.params[1])),
     ),
     post(
         "/api/agents/{name}/chat",
-        Later(|r| Box::pin(chat::chat(r.app, r.request, r.params[0]))),
+        later!(r => chat::chat(r.app, r.request, r.params[0])),
     ),
     post(
         "/api/agents/{name}/task",
-        Later(|r| Box::pin(tasks::submit_task(r.app, r.request, r.params[0]))),
+        later!(r => tasks::submit_task(r.app, r.request, r.params[0])),
     ),
     get(
         "/api/agents/{name}/chat/sessions",
-        Later(|r| {
-            Box::pin(async move { sessions::list_sessions(r.app, &r.request, r.params[0]).await })
-        }),
+        later!(r => sessions::list_sessions(r.app, &r.request, r.params[0])),
     ),
     get(
         "/api/agents/{name}/chat/sessions/{id}",
-        Later(|r| {
-            Box::pin(async move {
-                sessions::get_session(r.app, &r.request, r.params[0], r.params[1]).await
-            })
-        }),
+        later!(r => sessions::get_session(r.app, &r.request, r.params[0], r.params[1])),
     ),
     post(
         "/api/agents/{name}/chat/sessions/{id}/close",
-        Later(|r| {
-            Box::pin(async move {
-                sessions::close_session(r.app, &r.request, r.params[0], r.params[1]).await
-            })
-        }),
+        later!(r => sessions::close_session(r.app, &r.request, r.params[0], r.params[1])),
     ),
     get(
         "/api/agents/{name}/chat/history/persistent",
-        Later(|r| {
-            Box::pin(
-                async move { sessions::persistent_history(r.app, &r.request, r.params[0]).await },
-            )
-        }),
+        later!(r => sessions::persistent_history(r.app, &r.request, r.params[0])),
     ),
     delete(
         "/api/agents/{name}/chat/history",
-        Later(|r| {
-            Box::pin(async move { sessions::reset_history(r.app, &r.request, r.params[0]).await })
-        }),
+        later!(r => sessions::reset_history(r.app, &r.request, r.params[0])),
     ),
     get(
         "/api/agents/{name}/activity",
-        Later(|r| {
-            Box::pin(async move { sessions::activity(r.app, &r.request, r.params[0]).await })
-        }),
+        later!(r => sessions::activity(r.app, &r.request, r.params[0])),
     ),
     get(
         "/api/agents/{name}/executions",
-        Later(|r| {
-            Box::pin(
-                async move { executions::list_executions(r.app, &r.request, r.params[0]).await },
-            )
-        }),
+        later!(r => executions::list_executions(r.app, &r.request, r.params[0])),
     ),
     get(
         "/api/agents/{name}/executions/running",
-        Later(|r| {
-            Box::pin(
-                async move { executions::running_executions(r.app, &r.request, r.params[0]).await },
-            )
-        }),
+        later!(r => executions::running_executions(r.app, &r.request, r.params[0])),
     ),
     get(
         "/api/agents/{name}/executions/{id}",
-        Later(|r| {
-            Box::pin(async move {
-                executions::get_execution(r.app, &r.request, r.params[0], r.params[1]).await
-            })
-        }),
+        later!(r => executions::get_execution(r.app, &r.request, r.params[0], r.params[1])),
     ),
     get(
         "/api/agents/{name}/executions/{id}/stream",
-        Later(|r| {
-            Box::pin(async move {
-                executions::stream_execution(r.app, &r.request, r.params[0], r.params[1]).await
-            })
-        }),
+        later!(r => executions::stream_execution(r.app, &r.request, r.params[0], r.params[1])),
     ),
     post(
         "/api/agents/{name}/executions/{id}/terminate",
-        Later(|r| {
-            Box::pin(async move {
-                executions::terminate_execution(r.app, &r.request, r.params[0], r.params[1]).await
-            })
-        }),
+        later!(r => executions::terminate_execution(r.app, &r.request, r.params[0], r.params[1])),
     ),
     post(
         "/api/agents/{name}/public-links",
-        Later(|r| Box::pin(links::create_link(r.app, r.request, r.params[0]))),
+        later!(r => links::create_link(r.app, r.request, r.params[0])),
     ),
     get(
         "/api/agents/{name}/public-links",
-        Later(|r| Box::pin(async move { links::list_links(r.app, &r.request, r.params[0]).await })),
+        later!(r => links::list_links(r.app, &r.request, r.params[0])),
     ),
     patch(
         "/api/agents/{name}/public-links/{link_id}",
-        Later(|r| {
-            Box::pin(links::patch_link(
-                r.app,
-                r.request,
-                r.params[0],
-                r.params[1],
-            ))
-        }),
+        later!(r => links::patch_link(r.app, r.request, r.params[0], r.params[1],)),
     ),
     delete(
         "/api/agents/{name}/public-links/{link_id}",
-        Later(|r| {
-            Box::pin(async move {
-                links::delete_link(r.app, &r.request, r.params[0], r.params[1]).await
-            })
-        }),
+        later!(r => links::delete_link(r.app, &r.request, r.params[0], r.params[1])),
     ),
     get(
         "/api/public/link/{token}",
-        Later(|r| {
-            Box::pin(async move { public::get_link(r.app, &r.request, r.peer, r.params[0]).await })
-        }),
+        later!(r => public::get_link(r.app, &r.request, r.peer, r.params[0])),
     ),
     post(
         "/api/public/chat/{token}",
-        Later(|r| Box::pin(public::chat(r.app, r.request, r.peer, r.params[0]))),
+        later!(r => public::chat(r.app, r.request, r.peer, r.params[0])),
     ),
     get(
         "/api/public/history/{token}",
-        Later(|r| {
-            Box::pin(async move { public::history(r.app, &r.request, r.peer, r.params[0]).await })
-        }),
+        later!(r => public::history(r.app, &r.request, r.peer, r.params[0])),
     ),
     get("/p/{token}", Now(|_| public::page())),
     get(
@@ -401,15 +333,11 @@ pub static ROUTES: &[Route] = &[
     ),
     post(
         "/api/paid/{agent}/chat",
-        Later(|r| Box::pin(paid::paid_chat(r.app, r.request, r.params[0]))),
+        later!(r => paid::paid_chat(r.app, r.request, r.params[0])),
     ),
     get(
         "/api/paid/{agent}/receipts/{id}",
-        Later(|r| {
-            Box::pin(async move {
-                paid::paid_receipt(r.app, &r.request, r.params[0], r.params[1]).await
-            })
-        }),
+        later!(r => paid::paid_receipt(r.app, &r.request, r.params[0], r.params[1])),
     ),
     options(
         "/api/paid/{agent}/receipts/{id}",
@@ -419,21 +347,19 @@ pub static ROUTES: &[Route] = &[
     options("/api/paid/{agent}/chat", Now(|_| paid::paid_preflight())),
     post(
         "/api/agents/{name}/voice/start",
-        Later(|r| Box::pin(voice::start_voice(r.app, r.request, r.params[0]))),
+        later!(r => voice::start_voice(r.app, r.request, r.params[0])),
     ),
     post(
         "/api/agents/{name}/voice/stop",
-        Later(|r| Box::pin(voice::stop_voice(r.app, r.request, r.params[0]))),
+        later!(r => voice::stop_voice(r.app, r.request, r.params[0])),
     ),
     get(
         "/api/agents/{name}/voice/status",
-        Later(|r| {
-            Box::pin(async move { voice::voice_status(r.app, &r.request, r.params[0]).await })
-        }),
+        later!(r => voice::voice_status(r.app, &r.request, r.params[0])),
     ),
     get(
         "/api/agents/{name}/voice/ws",
-        Later(|r| Box::pin(voice::voice_socket(r.app, r.request, r.params[0]))),
+        later!(r => voice::voice_socket(r.app, r.request, r.params[0])),
     ),
 ];
 
