@@ -286,11 +286,11 @@ shared_with = [{shared}]
 [agents.bulk]
 engine = {{ kind = "echo", delay_ms = 0 }}
 max_concurrent = 8
-queue_capacity = 1000000
+queue_capacity = 100000
 
 [agents.parked]
 engine = {{ kind = "echo", delay_ms = 0 }}
-queue_capacity = 1000000
+queue_capacity = 100000
 
 [agents.{PAID_AGENT}]
 engine = {{ kind = "echo", delay_ms = 0 }}
