@@ -75,11 +75,13 @@ impl Plan {
             Ok(resolved) => resolved,
             Err(err) => return Ok(Admission::Rejected(err)),
         };
-        // A queued task marks its session when it begins, not now.
-        let mut busy = lock(busy);
+        // A queued task marks its session when it begins, not now. Only the writer's jobs
+        // mark sessions, so the check and the mark need not share a lock: no other admission
+        // can come between them. The lock is not held while `take` runs, which may take the
+        // task pool's (whose scheduler asks this map while holding it).
         let marks = session.as_ref().filter(|_| self.queued.is_none());
         if let Some(session) = marks {
-            if let Some(running) = busy.get(&session.id) {
+            if let Some(running) = lock(busy).get(&session.id) {
                 return Ok(Admission::Rejected(Error::SessionBusy {
                     execution_id: running.clone(),
                 }));
@@ -90,10 +92,9 @@ impl Plan {
             Err(err) => return Ok(Admission::Rejected(err)),
         };
         if let Some(session) = marks {
-            busy.insert(session.id.clone(), self.execution_id.clone());
+            lock(busy).insert(session.id.clone(), self.execution_id.clone());
             *lock(marked) = Some(session.id.clone());
         }
-        drop(busy);
         // Every check is behind us: from here on, only writes.
         if let Some(mut old) = to_close {
             old.status = SessionStatus::Closed;

@@ -570,3 +570,50 @@ async fn metrics_show_queue_depth_workers_and_wait_and_run_times() {
         "{text}"
     );
 }
+
+#[tokio::test]
+async fn tasks_queued_into_sessions_while_the_scheduler_runs_never_wedge_the_store() {
+    // Admissions take the busy map and then the pool's queue; the scheduler takes the queue
+    // and then asks the busy map. Both at once, many times: every task must still finish.
+    let server = TestServer::with(|c| {
+        c.workers = 8;
+        c.agents = (0..8)
+            .map(|n| queued_agent(&format!("quick{n}"), 0, 2, 10_000))
+            .collect();
+    })
+    .await;
+    let token = server.admin().await;
+    let mut sessions = Vec::new();
+    for n in 0..8 {
+        let agent = format!("quick{n}");
+        let chat = server
+            .chat_json(&agent, &token, json!({"message": "open"}))
+            .await
+            .json();
+        sessions.push((agent, chat["session_id"].as_str().unwrap().to_string()));
+    }
+    let server = std::sync::Arc::new(server);
+    let mut clients = tokio::task::JoinSet::new();
+    for client in 0..16 {
+        let (server, token, sessions) = (server.clone(), token.clone(), sessions.clone());
+        clients.spawn(async move {
+            let mut ids = Vec::new();
+            for i in 0..25 {
+                let (agent, session) = &sessions[(client + i) % sessions.len()];
+                let body = json!({"message": "go", "session_id": session, "async_mode": true});
+                let reply = submit(&server, agent, &token, body).await;
+                assert_eq!(reply.status, 202, "{:?}", reply.json());
+                let id = reply.json()["execution_id"].as_str().unwrap().to_string();
+                ids.push((agent.clone(), id));
+            }
+            ids
+        });
+    }
+    let ids = tokio::time::timeout(Duration::from_secs(60), clients.join_all())
+        .await
+        .expect("the submissions were answered");
+    for (agent, id) in ids.into_iter().flatten() {
+        let finished = wait_final(&server, &agent, &token, &id, Duration::from_secs(60)).await;
+        assert_eq!(finished["status"], "success");
+    }
+}
