@@ -300,7 +300,6 @@ impl From<paid::Error> for ApiError {
             NotFound => ApiError::not_found("agent"),
             SessionNotFound => ApiError::not_found("session"),
             ReceiptNotFound => ApiError::not_found("receipt"),
-            Invalid(_) => ApiError::invalid(&err),
             Refused(refusal) => {
                 // The body is also the x402 v1 answer: `error`, `x402Version`, `accepts`.
                 let mut answer = ApiError::new(

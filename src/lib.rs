@@ -1,7 +1,8 @@
 //! Outpost: one binary that serves the agent API from an edge box.
 //!
-//! Reading order: `config` → `store` → `records` → `engines` → `executions` → `chat` →
-//! `auth`, `users`, `agents` → `body` → `api` → `server`. `ARCHITECTURE.md` has the map and invariants.
+//! Reading order: `config` → `store` → `records` → `engines` → `executions` → `turns` →
+//! `chat`, `tasks`, `links`, `paid`, `voice` → `auth`, `users`, `agents` → `body` → `api` →
+//! `server`. `ARCHITECTURE.md` has the map and invariants.
 
 pub mod activity;
 pub mod agents;

@@ -95,8 +95,6 @@ pub enum Error {
     /// No such receipt, or the payment header does not prove its payment.
     #[error("receipt not found")]
     ReceiptNotFound,
-    #[error("{0}")]
-    Invalid(String),
     #[error("{}", .0.detail)]
     Refused(Box<Refusal>),
     #[error("the agent could not finish this turn; you were not charged")]
