@@ -38,6 +38,15 @@ async fn wait_final(
     .await
 }
 
+/// The session of a first chat turn with `agent`.
+async fn chat_session(server: &TestServer, agent: &str, token: &str) -> String {
+    let chat = server
+        .chat_json(agent, token, json!({"message": "chat first"}))
+        .await
+        .json();
+    chat["session_id"].as_str().unwrap().to_string()
+}
+
 fn queued_agent(
     name: &str,
     delay_ms: u64,
@@ -274,11 +283,8 @@ async fn sync_tasks_wait_or_hand_back_an_id_to_poll() {
 async fn a_task_can_resume_a_chat_session() {
     let server = TestServer::start().await;
     let token = server.admin().await;
-    let chat = server
-        .chat_json("echo", &token, json!({"message": "chat first"}))
-        .await
-        .json();
-    let session_id = chat["session_id"].as_str().unwrap();
+    let session = chat_session(&server, "echo", &token).await;
+    let session_id = session.as_str();
     let task = submit(
         &server,
         "echo",
@@ -308,11 +314,8 @@ async fn a_task_can_resume_a_chat_session() {
 async fn a_task_sent_to_a_closed_session_is_refused_as_a_chat_turn_is() {
     let server = TestServer::start().await;
     let token = server.admin().await;
-    let chat = server
-        .chat_json("echo", &token, json!({"message": "chat first"}))
-        .await
-        .json();
-    let session_id = chat["session_id"].as_str().unwrap();
+    let session = chat_session(&server, "echo", &token).await;
+    let session_id = session.as_str();
     let closed = server
         .call(
             Method::POST,
@@ -586,11 +589,8 @@ async fn tasks_queued_into_sessions_while_the_scheduler_runs_never_wedge_the_sto
     let mut sessions = Vec::new();
     for n in 0..8 {
         let agent = format!("quick{n}");
-        let chat = server
-            .chat_json(&agent, &token, json!({"message": "open"}))
-            .await
-            .json();
-        sessions.push((agent, chat["session_id"].as_str().unwrap().to_string()));
+        let session_id = chat_session(&server, &agent, &token).await;
+        sessions.push((agent, session_id));
     }
     let server = std::sync::Arc::new(server);
     let mut clients = tokio::task::JoinSet::new();
