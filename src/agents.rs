@@ -7,7 +7,6 @@
 
 mod manage;
 mod refresh;
-mod stored;
 
 pub use manage::{AgentPatch, NewAgent};
 pub use refresh::Refreshed;
@@ -151,9 +150,9 @@ impl Agent {
     /// The model name shown in `init` lines, when the engine has a fixed one.
     pub fn model(&self) -> Option<String> {
         match &self.config.engine {
-            crate::config::EngineConfig::OpenAi { model, .. } => Some(model.clone()),
-            crate::config::EngineConfig::Echo { .. } => Some("echo".into()),
-            crate::config::EngineConfig::Command { .. } => None,
+            crate::config::EngineSpec::OpenAi { model, .. } => Some(model.clone()),
+            crate::config::EngineSpec::Echo { .. } => Some("echo".into()),
+            crate::config::EngineSpec::Command { .. } => None,
         }
     }
 
@@ -198,7 +197,7 @@ impl Agent {
             description: self.config.description.clone(),
             owner: self.config.owner.clone(),
             shared_with: self.config.shared_with.clone(),
-            engine: stored::to_stored(&self.config.engine),
+            engine: self.config.engine.clone(),
             max_concurrent: self.config.max_concurrent,
             queue_capacity: self.config.queue_capacity,
             timeout_seconds: self.config.timeout.as_secs(),
@@ -218,7 +217,7 @@ fn config_of(record: &AgentRecord) -> AgentConfig {
         description: record.description.clone(),
         owner: record.owner.clone(),
         shared_with: record.shared_with.clone(),
-        engine: stored::from_stored(&record.engine),
+        engine: record.engine.clone(),
         max_concurrent: record.max_concurrent,
         timeout: Duration::from_secs(record.timeout_seconds),
         queue_capacity: record.queue_capacity,
@@ -234,7 +233,7 @@ fn usable(record: &AgentRecord) -> Result<(), String> {
     bounds::AGENT_MAX_CONCURRENT.check_usize("max_concurrent", record.max_concurrent)?;
     bounds::AGENT_QUEUE_CAPACITY.check_usize("queue_capacity", record.queue_capacity)?;
     bounds::AGENT_TIMEOUT_SECONDS.check("timeout_seconds", record.timeout_seconds)?;
-    if let crate::records::StoredEngine::Echo { delay_ms } = record.engine {
+    if let crate::records::EngineSpec::Echo { delay_ms } = record.engine {
         bounds::ECHO_DELAY_MS.check("engine.delay_ms", delay_ms)?;
     }
     if !crate::config::valid_agent_name(&record.name) {

@@ -10,6 +10,7 @@ mod paid;
 mod raw;
 mod voice;
 
+pub use crate::engine_spec::EngineSpec;
 pub use paid::{builtin_networks, Network, PaidConfig};
 pub use raw::*;
 use raw::{default_agent_queue, default_max_concurrent, default_owner};
@@ -71,7 +72,7 @@ pub struct AgentConfig {
     pub description: String,
     pub owner: String,
     pub shared_with: Vec<String>,
-    pub engine: EngineConfig,
+    pub engine: EngineSpec,
     pub max_concurrent: usize,
     pub timeout: Duration,
     /// Tasks that may wait for this agent; more get `429 queue_full`.
@@ -135,7 +136,7 @@ pub struct Config {
     /// Whether users (not only admins) may create agents through the API.
     pub users_may_create_agents: bool,
     /// The engine of agents created through the API without one.
-    pub default_engine: EngineConfig,
+    pub default_engine: EngineSpec,
     /// Tasks running at once, over all agents.
     pub workers: usize,
     /// Tasks waiting at once, over all agents.
@@ -440,9 +441,9 @@ pub(crate) fn duration_within(
 }
 
 /// The engine's own numbers, checked as the API checks them.
-fn check_engine_numbers(key: &str, engine: Option<EngineConfig>) -> Result<EngineConfig, Error> {
+fn check_engine_numbers(key: &str, engine: Option<EngineSpec>) -> Result<EngineSpec, Error> {
     let engine = engine.unwrap_or_default();
-    if let EngineConfig::Echo { delay_ms } = engine {
+    if let EngineSpec::Echo { delay_ms } = engine {
         bounds::ECHO_DELAY_MS
             .check("delay_ms", delay_ms)
             .map_err(|m| invalid(format!("{key}.delay_ms"), m))?;
@@ -457,7 +458,7 @@ fn default_agent() -> AgentConfig {
         description: "Repeats what you say, word by word.".into(),
         owner: default_owner(),
         shared_with: Vec::new(),
-        engine: EngineConfig::default(),
+        engine: EngineSpec::default(),
         max_concurrent: default_max_concurrent(),
         timeout: Duration::from_secs(600),
         queue_capacity: default_agent_queue(),
@@ -488,10 +489,10 @@ fn agent_from_raw(
     let timeout = duration_within(&key("timeout"), &raw.timeout, bounds::AGENT_TIMEOUT_SECONDS)?;
     let engine = check_engine_numbers(&key("engine"), Some(raw.engine))?;
     match &engine {
-        EngineConfig::Command { program, .. } if program.trim().is_empty() => {
+        EngineSpec::Command { program, .. } if program.trim().is_empty() => {
             return Err(invalid(key("engine.program"), "must not be empty"));
         }
-        EngineConfig::OpenAi { base_url, .. }
+        EngineSpec::OpenAi { base_url, .. }
             if !(base_url.starts_with("http://") || base_url.starts_with("https://")) =>
         {
             return Err(invalid(

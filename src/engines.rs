@@ -8,7 +8,7 @@ pub mod command;
 pub mod echo;
 pub mod openai;
 
-use crate::config::EngineConfig;
+use crate::config::EngineSpec;
 use crate::outbound::OutboundPolicy;
 use serde_json::{json, Value};
 use std::future::Future;
@@ -131,11 +131,11 @@ pub trait Engine: Send + Sync {
 }
 
 /// Builds the engine a configuration describes; `outbound` says where it may connect.
-pub fn build(config: &EngineConfig, outbound: OutboundPolicy) -> Arc<dyn Engine> {
+pub fn build(config: &EngineSpec, outbound: OutboundPolicy) -> Arc<dyn Engine> {
     match config {
-        EngineConfig::Echo { delay_ms } => Arc::new(echo::Echo::new(*delay_ms)),
-        EngineConfig::Command { .. } => Arc::new(command::Command::new(config.clone())),
-        EngineConfig::OpenAi { .. } => Arc::new(openai::OpenAi::new(config.clone(), outbound)),
+        EngineSpec::Echo { delay_ms } => Arc::new(echo::Echo::new(*delay_ms)),
+        EngineSpec::Command { .. } => Arc::new(command::Command::new(config.clone())),
+        EngineSpec::OpenAi { .. } => Arc::new(openai::OpenAi::new(config.clone(), outbound)),
     }
 }
 

@@ -13,6 +13,7 @@ pub use follow::Follow;
 pub use run::{AfterHook, Finished, RunSpec};
 
 use crate::clock::Timestamp;
+use crate::ids::{AgentName, ExecutionId};
 use crate::metrics::Metrics;
 use crate::records::{Execution, ExecutionStatus, Failure};
 use crate::store::{self, Store};
@@ -42,9 +43,9 @@ pub enum Error {
 
 /// An execution that is queued or running in this process.
 pub struct Live {
-    pub execution_id: String,
+    pub execution_id: ExecutionId,
     /// The agent it runs for.
-    pub agent: String,
+    pub agent: AgentName,
     state: Mutex<LiveState>,
     /// Bumped after each change of `state`; followers wait on it.
     changed: watch::Sender<u64>,
@@ -62,7 +63,7 @@ struct LiveState {
 }
 
 impl Live {
-    fn new(execution_id: String, agent: String) -> Live {
+    fn new(execution_id: ExecutionId, agent: AgentName) -> Live {
         Live {
             execution_id,
             agent,
@@ -136,7 +137,7 @@ pub struct Executions {
 struct Inner {
     store: Store,
     metrics: Arc<Metrics>,
-    live: Mutex<HashMap<String, Arc<Live>>>,
+    live: Mutex<HashMap<ExecutionId, Arc<Live>>>,
     runs: Mutex<JoinSet<()>>,
 }
 
@@ -152,16 +153,15 @@ impl Executions {
         }
     }
 
-    fn live_map(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Live>>> {
+    fn live_map(&self) -> std::sync::MutexGuard<'_, HashMap<ExecutionId, Arc<Live>>> {
         self.inner.live.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Registers an execution as live before its record is committed, so that no follower
     /// can find it in neither place.
-    pub fn register(&self, execution_id: &str, agent: &str) -> Arc<Live> {
-        let live = Arc::new(Live::new(execution_id.to_string(), agent.to_string()));
-        self.live_map()
-            .insert(execution_id.to_string(), live.clone());
+    pub fn register(&self, execution_id: &ExecutionId, agent: &str) -> Arc<Live> {
+        let live = Arc::new(Live::new(execution_id.clone(), agent.into()));
+        self.live_map().insert(execution_id.clone(), live.clone());
         live
     }
 
@@ -185,7 +185,7 @@ impl Executions {
     }
 
     /// Ids of every live execution.
-    pub fn live_ids(&self) -> Vec<String> {
+    pub fn live_ids(&self) -> Vec<ExecutionId> {
         self.live_map().keys().cloned().collect()
     }
 

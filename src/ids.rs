@@ -70,6 +70,125 @@ pub fn sha256_hex(data: &[u8]) -> String {
     hex(ring::digest::digest(&ring::digest::SHA256, data).as_ref())
 }
 
+/// Names a kind of id that crosses modules: a `String` on the wire and on disk
+/// (`#[serde(transparent)]`), its own type in the code, so an execution's id cannot be handed
+/// where a session's is meant. It reads as `&str` wherever text is wanted.
+macro_rules! id_type {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+        #[derive(serde::Serialize, serde::Deserialize)]
+        #[serde(transparent)]
+        pub struct $name(String);
+
+        impl $name {
+            /// The id as text.
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl std::ops::Deref for $name {
+            type Target = str;
+            fn deref(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl AsRef<str> for $name {
+            fn as_ref(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl std::borrow::Borrow<str> for $name {
+            fn borrow(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+
+        impl From<String> for $name {
+            fn from(text: String) -> $name {
+                $name(text)
+            }
+        }
+
+        impl From<&str> for $name {
+            fn from(text: &str) -> $name {
+                $name(text.to_owned())
+            }
+        }
+
+        impl From<$name> for String {
+            fn from(id: $name) -> String {
+                id.0
+            }
+        }
+
+        impl From<$name> for serde_json::Value {
+            fn from(id: $name) -> serde_json::Value {
+                serde_json::Value::String(id.0)
+            }
+        }
+
+        impl PartialEq<str> for $name {
+            fn eq(&self, other: &str) -> bool {
+                self.0 == other
+            }
+        }
+
+        impl PartialEq<&str> for $name {
+            fn eq(&self, other: &&str) -> bool {
+                self.0 == *other
+            }
+        }
+
+        impl PartialEq<String> for $name {
+            fn eq(&self, other: &String) -> bool {
+                &self.0 == other
+            }
+        }
+    };
+}
+
+id_type!(
+    /// An execution's id (a [`new_id`]).
+    ExecutionId
+);
+id_type!(
+    /// A chat session's id (a [`new_id`]).
+    SessionId
+);
+id_type!(
+    /// An agent's name, as the file and the agents API give it.
+    AgentName
+);
+
+impl ExecutionId {
+    /// A new execution id.
+    pub fn new() -> ExecutionId {
+        ExecutionId(new_id())
+    }
+}
+
+impl SessionId {
+    /// A new session id.
+    pub fn new() -> SessionId {
+        SessionId(new_id())
+    }
+
+    /// A new session id that sorts at `at`.
+    pub fn new_at(at: Timestamp) -> SessionId {
+        SessionId(new_id_at(at))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -82,6 +201,17 @@ mod tests {
         assert!(looks_like_id(&early));
         assert!(!looks_like_id("../etc/passwd"));
         assert_ne!(new_id(), new_id());
+    }
+
+    #[test]
+    fn id_types_are_plain_strings_on_the_wire_and_on_disk() {
+        let id = ExecutionId::new();
+        let json = serde_json::to_string(&id).unwrap();
+        assert_eq!(json, format!("\"{id}\""));
+        assert_eq!(serde_json::from_str::<ExecutionId>(&json).unwrap(), id);
+        let agents: std::collections::HashMap<AgentName, u32> = [("helper".into(), 1)].into();
+        assert_eq!(agents.get("helper"), Some(&1));
+        assert_eq!(SessionId::from("s"), "s");
     }
 
     #[test]

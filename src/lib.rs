@@ -16,6 +16,7 @@ pub mod clock;
 pub mod config;
 pub mod control;
 pub mod data_dir;
+pub mod engine_spec;
 pub mod engines;
 pub mod error;
 pub mod evm;

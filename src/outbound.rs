@@ -18,11 +18,10 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::header::{HeaderName, AUTHORIZATION, CONTENT_TYPE};
 use hyper::{Request, StatusCode, Uri};
-use std::sync::OnceLock;
 use std::time::Duration;
 
 /// How long the [`Client::shared`] client waits for a connection.
-const SHARED_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+const CONFIG_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Why an outbound request got no usable answer. The texts are the underlying errors' own,
 /// so callers put them after their own words.
@@ -167,13 +166,10 @@ impl Client {
         }
     }
 
-    /// The process's client for URLs of the configuration file (speech servers): it connects
-    /// anywhere, within 5 s. Made once, so every request reuses its connections.
-    pub fn shared() -> Client {
-        static SHARED: OnceLock<Client> = OnceLock::new();
-        SHARED
-            .get_or_init(|| Client::new(OutboundPolicy::Any, SHARED_CONNECT_TIMEOUT))
-            .clone()
+    /// A client for URLs of the configuration file (speech servers): it connects anywhere,
+    /// within 5 s. Its owner keeps it, so every request reuses its connections.
+    pub fn for_config_urls() -> Client {
+        Client::new(OutboundPolicy::Any, CONFIG_CONNECT_TIMEOUT)
     }
 
     /// Sends `post` and reads the whole answer, at most `max_bytes` of it, within `deadline`

@@ -82,7 +82,7 @@ pub struct Refusal {
     pub accepts_v1: Value,
     /// `{"success": false, …}` for the receipt header, after a failed settlement.
     pub receipt: Option<Value>,
-    pub execution_id: Option<String>,
+    pub execution_id: Option<crate::ids::ExecutionId>,
 }
 
 /// What can go wrong on the paid routes.
@@ -99,7 +99,7 @@ pub enum Error {
     Refused(Box<Refusal>),
     #[error("the agent could not finish this turn; you were not charged")]
     TurnFailed {
-        execution_id: String,
+        execution_id: crate::ids::ExecutionId,
         timed_out: bool,
     },
     #[error("this agent runs as many turns as it may before they are paid for; try again later")]

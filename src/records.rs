@@ -2,10 +2,10 @@
 //! API see them. Their serde form is both the stored value and the JSON the API returns.
 
 use crate::clock::Timestamp;
+pub use crate::engine_spec::EngineSpec;
+use crate::ids::{AgentName, ExecutionId, SessionId};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use std::collections::BTreeMap;
-use std::path::PathBuf;
 
 /// A user's role.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -67,8 +67,8 @@ pub enum SessionStatus {
 /// A chat session of one (agent, user).
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Session {
-    pub id: String,
-    pub agent_name: String,
+    pub id: SessionId,
+    pub agent_name: AgentName,
     pub username: String,
     pub status: SessionStatus,
     pub started_at: Timestamp,
@@ -90,12 +90,12 @@ impl Session {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Message {
     pub id: String,
-    pub session_id: String,
+    pub session_id: SessionId,
     pub role: String,
     pub content: String,
     pub created_at: Timestamp,
     pub source: String,
-    pub execution_id: Option<String>,
+    pub execution_id: Option<ExecutionId>,
     pub cost_usd: Option<f64>,
     pub usage: Option<Value>,
     pub tool_calls: Vec<Value>,
@@ -226,8 +226,8 @@ impl Failure {
 /// One run of an agent, of any kind.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Execution {
-    pub id: String,
-    pub agent: String,
+    pub id: ExecutionId,
+    pub agent: AgentName,
     pub kind: ExecutionKind,
     pub status: ExecutionStatus,
     pub username: Option<String>,
@@ -238,7 +238,7 @@ pub struct Execution {
     pub finished_at: Option<Timestamp>,
     pub duration_ms: Option<u64>,
     pub cost_usd: f64,
-    pub session_id: Option<String>,
+    pub session_id: Option<SessionId>,
     pub response: Option<String>,
     pub error: Option<String>,
     pub tool_calls: Vec<Value>,
@@ -298,7 +298,7 @@ pub struct ExecutionRow<'a> {
     pub finished_at: Option<Timestamp>,
     pub duration_ms: Option<u64>,
     pub cost_usd: f64,
-    pub session_id: &'a Option<String>,
+    pub session_id: &'a Option<SessionId>,
 }
 
 impl Execution {
@@ -336,7 +336,7 @@ pub struct AgentRecord {
     pub description: String,
     pub owner: String,
     pub shared_with: Vec<String>,
-    pub engine: StoredEngine,
+    pub engine: EngineSpec,
     pub max_concurrent: usize,
     pub queue_capacity: usize,
     pub timeout_seconds: u64,
@@ -350,38 +350,6 @@ pub struct AgentRecord {
     /// record stored before the rule: start-up decides it by whether its owner is an admin.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub engine_trusted: Option<bool>,
-}
-
-/// An agent's engine as the store keeps it. Its own type, not the configuration's, so the
-/// file's format can change without changing what is on disk; `agents` converts between the
-/// two. Its serde form is the one stores have always held.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
-pub enum StoredEngine {
-    Echo {
-        #[serde(default)]
-        delay_ms: u64,
-    },
-    Command {
-        program: String,
-        #[serde(default)]
-        args: Vec<String>,
-        #[serde(default)]
-        workdir: Option<PathBuf>,
-        #[serde(default)]
-        env: BTreeMap<String, String>,
-        #[serde(default)]
-        resume_args: Vec<String>,
-    },
-    #[serde(rename = "openai")]
-    OpenAi {
-        base_url: String,
-        model: String,
-        #[serde(default)]
-        api_key: Option<String>,
-        #[serde(default)]
-        system_prompt: Option<String>,
-    },
 }
 
 /// What deleting an agent removed, by kind of record.
@@ -424,7 +392,7 @@ pub struct LinkRecord {
 /// The binding of a visitor's chat session to the link that minted it.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct VisitorSession {
-    pub session_id: String,
+    pub session_id: SessionId,
     pub link_id: String,
     pub agent: String,
     /// Messages the visitor sent in this session (counted against `max_messages_per_session`).
@@ -487,5 +455,97 @@ mod failure_tests {
             finished(ExecutionStatus::Success, None, None).why_failed(),
             None
         );
+    }
+}
+
+#[cfg(test)]
+mod agent_record_tests {
+    use super::*;
+
+    /// A record as stores hold it, with `engine` as the engine's stored JSON.
+    fn record_json(engine: &str) -> String {
+        format!(
+            concat!(
+                r#"{{"name":"helper","display_name":"Helper","description":"Answers.","#,
+                r#""owner":"alice","shared_with":["bob"],"engine":{},"max_concurrent":4,"#,
+                r#""queue_capacity":100,"timeout_seconds":600,"voice":false,"source":"api","#,
+                r#""stopped":false,"created_at":"2026-11-28T14:03:11.120Z","engine_trusted":true}}"#
+            ),
+            engine
+        )
+    }
+
+    /// Every kind of engine, as the store has always written it and as the file means it: the
+    /// file's format and the API's share `EngineSpec`, so these pin what is on disk.
+    fn engines() -> Vec<(&'static str, EngineSpec)> {
+        vec![
+            (
+                r#"{"kind":"echo","delay_ms":25}"#,
+                EngineSpec::Echo { delay_ms: 25 },
+            ),
+            (
+                concat!(
+                    r#"{"kind":"command","program":"/usr/bin/agent","args":["-p"],"#,
+                    r#""workdir":"/srv/agent","env":{"MODE":"quiet"},"#,
+                    r#""resume_args":["--resume","{resume}"]}"#
+                ),
+                EngineSpec::Command {
+                    program: "/usr/bin/agent".into(),
+                    args: vec!["-p".into()],
+                    workdir: Some("/srv/agent".into()),
+                    env: [("MODE".to_string(), "quiet".to_string())].into(),
+                    resume_args: vec!["--resume".into(), "{resume}".into()],
+                },
+            ),
+            (
+                concat!(
+                    r#"{"kind":"openai","base_url":"http://127.0.0.1:8080/v1","model":"small","#,
+                    r#""api_key":null,"system_prompt":"Be brief."}"#
+                ),
+                EngineSpec::OpenAi {
+                    base_url: "http://127.0.0.1:8080/v1".into(),
+                    model: "small".into(),
+                    api_key: None,
+                    system_prompt: Some("Be brief.".into()),
+                },
+            ),
+        ]
+    }
+
+    #[test]
+    fn stored_records_decode_and_encode_byte_for_byte() {
+        for (engine_json, engine) in engines() {
+            let json = record_json(engine_json);
+            let record: AgentRecord = serde_json::from_str(&json).expect(engine_json);
+            assert_eq!(record.engine, engine, "{engine_json}");
+            assert_eq!(serde_json::to_string(&record).unwrap(), json);
+        }
+    }
+
+    #[test]
+    fn records_written_before_optional_fields_still_decode() {
+        let json = record_json(r#"{"kind":"command","program":"agent"}"#)
+            .replace(r#","engine_trusted":true"#, "");
+        let record: AgentRecord = serde_json::from_str(&json).unwrap();
+        assert_eq!(record.engine_trusted, None);
+        assert_eq!(
+            record.engine,
+            EngineSpec::Command {
+                program: "agent".into(),
+                args: Vec::new(),
+                workdir: None,
+                env: Default::default(),
+                resume_args: Vec::new(),
+            }
+        );
+        let echo = record_json(r#"{"kind":"echo"}"#);
+        let record: AgentRecord = serde_json::from_str(&echo).unwrap();
+        assert_eq!(record.engine, EngineSpec::Echo { delay_ms: 0 });
+    }
+
+    #[test]
+    fn an_engine_with_an_unknown_field_is_refused_as_before() {
+        let json = record_json(r#"{"kind":"echo","delay_ms":1,"speed":2}"#);
+        assert!(serde_json::from_str::<AgentRecord>(&json).is_err());
     }
 }

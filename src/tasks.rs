@@ -13,6 +13,7 @@ pub use submit::{Submitted, TaskRequest};
 
 use crate::agents::Agents;
 use crate::executions::{Executions, Live};
+use crate::ids::{ExecutionId, SessionId};
 use crate::metrics::Metrics;
 use crate::shutdown::Shutdown;
 use crate::store::{self, Store};
@@ -36,10 +37,10 @@ pub enum Error {
 
 /// A task waiting for a worker.
 struct Queued {
-    execution_id: String,
+    execution_id: ExecutionId,
     /// Its key in the durable queue.
     position: u64,
-    session_id: Option<String>,
+    session_id: Option<SessionId>,
     timeout: Duration,
     enqueued_at: Instant,
     live: Arc<Live>,
@@ -256,7 +257,7 @@ impl Pool {
                 .executions
                 .register(&execution.id, &execution.agent);
             let entry = Queued {
-                execution_id,
+                execution_id: execution.id.clone(),
                 position,
                 session_id: execution.session_id.clone(),
                 timeout: Duration::from_secs(execution.timeout_seconds.unwrap_or(600)),
@@ -267,7 +268,7 @@ impl Pool {
             state.waiting += 1;
             state
                 .by_agent
-                .entry(execution.agent.clone())
+                .entry(execution.agent.to_string())
                 .or_default()
                 .push_back(entry);
             restored += 1;

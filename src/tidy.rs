@@ -288,11 +288,6 @@ const ONCE_STATICS: &[(&str, &str, &str)] = &[
         "the system's root certificates, read once per process",
     ),
     (
-        "src/outbound.rs",
-        "SHARED",
-        "the outbound client for URLs of the configuration file, one pool per process",
-    ),
-    (
         "src/fuzzing.rs",
         "OFFER",
         "a fuzz target's fixed offer: one per process, as the fuzzer runs one",

@@ -15,6 +15,7 @@ mod run;
 
 use crate::agents::{self, Agent};
 use crate::executions::{AfterHook, Executions, Live};
+use crate::ids::{ExecutionId, SessionId};
 use crate::records::{Execution, ExecutionKind};
 use crate::store::{self, Durable, IdempotencyRecord, Store, Tx};
 use crate::sync::lock;
@@ -38,13 +39,13 @@ pub enum Error {
     #[error("session not found")]
     SessionNotFound,
     #[error("this session is answering another message")]
-    SessionBusy { execution_id: String },
+    SessionBusy { execution_id: ExecutionId },
     #[error(
         "this session is closed; send without session_id or with new_session to start another"
     )]
     SessionClosed,
     #[error("a request with this Idempotency-Key is still running")]
-    DuplicateInFlight { execution_id: String },
+    DuplicateInFlight { execution_id: ExecutionId },
     #[error("this Idempotency-Key was used with another request; a new request needs a new key")]
     IdempotencyKeyReused,
     #[error("message must not be empty")]
@@ -67,14 +68,14 @@ pub enum SessionPolicy {
     /// A new session, which closes the active one.
     New,
     /// This session of the caller's; it must exist and be open.
-    Existing(String),
+    Existing(SessionId),
     /// None: the turn stands alone (a task without `session_id`).
     Stateless,
 }
 
 impl SessionPolicy {
     /// The policy a request's `session_id` and `new_session` ask for (an id wins).
-    pub fn asked(session_id: Option<String>, new_session: bool) -> SessionPolicy {
+    pub fn asked(session_id: Option<SessionId>, new_session: bool) -> SessionPolicy {
         match session_id {
             Some(id) => SessionPolicy::Existing(id),
             None if new_session => SessionPolicy::New,
@@ -147,8 +148,8 @@ pub struct QueuePlace {
 pub enum Started {
     Live {
         live: Arc<Live>,
-        execution_id: String,
-        session_id: String,
+        execution_id: ExecutionId,
+        session_id: SessionId,
     },
     Replay(Box<Execution>),
 }
@@ -158,7 +159,7 @@ pub enum Started {
 pub enum Queued<H> {
     Accepted {
         live: Arc<Live>,
-        execution_id: String,
+        execution_id: ExecutionId,
         held: H,
     },
     Replay(Box<Execution>),
@@ -196,7 +197,7 @@ pub struct Turns {
     store: Store,
     executions: Executions,
     /// session id → the execution running in it.
-    busy: Arc<Mutex<HashMap<String, String>>>,
+    busy: Arc<Mutex<HashMap<SessionId, ExecutionId>>>,
 }
 
 impl Turns {
@@ -314,7 +315,7 @@ impl Turns {
     }
 
     /// The running execution of a session, if any.
-    pub fn running_in(&self, session_id: &str) -> Option<String> {
+    pub fn running_in(&self, session_id: &str) -> Option<ExecutionId> {
         lock(&self.busy).get(session_id).cloned()
     }
 
@@ -326,11 +327,11 @@ impl Turns {
         queued: Option<QueuePlace>,
         take: impl FnOnce() -> Result<H, Error> + Send + 'static,
     ) -> Result<Admitted<H>, Error> {
-        let execution_id = crate::ids::new_id();
+        let execution_id = ExecutionId::new();
         let live = self
             .executions
             .register(&execution_id, request.agent.name());
-        let marked = Arc::new(Mutex::new(None::<String>));
+        let marked = Arc::new(Mutex::new(None::<SessionId>));
         let admitted = {
             let (busy, marked) = (self.busy.clone(), marked.clone());
             let plan = Plan::new(request, execution_id, queued);

@@ -20,7 +20,9 @@ use crate::chat::Chat;
 use crate::clock::Timestamp;
 use crate::config::{VoiceConfig, VoiceMode};
 use crate::executions::Executions;
+use crate::ids::SessionId;
 use crate::metrics::Metrics;
+use crate::outbound::Client;
 use crate::shutdown::{Shutdown, Trigger};
 use crate::sync::lock;
 use crate::turns::Turns;
@@ -65,7 +67,7 @@ pub enum Error {
 #[derive(Debug, Default, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StartRequest {
-    pub session_id: Option<String>,
+    pub session_id: Option<SessionId>,
     pub sample_rate: Option<u32>,
     pub frame_ms: Option<u32>,
     pub voice: Option<String>,
@@ -76,7 +78,7 @@ pub struct StartRequest {
 #[derive(Debug, Serialize)]
 pub struct Started {
     pub voice_session_id: String,
-    pub chat_session_id: Option<String>,
+    pub chat_session_id: Option<SessionId>,
     pub ticket: String,
     pub sample_rate: u32,
     pub max_duration_s: u64,
@@ -123,7 +125,7 @@ struct Call {
     username: String,
     /// Who started the call: its ticket is good only while this token is accepted.
     caller: Caller,
-    chat_session_id: Option<String>,
+    chat_session_id: Option<SessionId>,
     sample_rate: u32,
     preferences: speech::Preferences,
     started_at: Timestamp,
@@ -163,6 +165,9 @@ struct Inner {
     turns: Turns,
     executions: Executions,
     metrics: Arc<Metrics>,
+    /// The client for the speech servers of the configuration, kept so calls reuse its
+    /// connections.
+    speech_client: Client,
     calls: Mutex<HashMap<String, Call>>,
     tickets: Mutex<HashMap<String, Ticket>>,
     /// Every running call; joined by `close_all`.
@@ -187,6 +192,7 @@ impl Voice {
                 turns,
                 executions,
                 metrics,
+                speech_client: Client::for_config_urls(),
                 calls: Mutex::new(HashMap::new()),
                 tickets: Mutex::new(HashMap::new()),
                 tasks: Mutex::new(JoinSet::new()),
@@ -214,7 +220,7 @@ impl Voice {
                 match engine {
                     None => return Some(format!("voice.{name} is not configured")),
                     Some(engine) => {
-                        if !speech::ready(engine).await {
+                        if !speech::ready(&self.inner.speech_client, engine).await {
                             return Some(format!("the voice.{name} engine is not reachable"));
                         }
                     }
@@ -229,7 +235,7 @@ impl Voice {
         &self,
         engine: Option<&crate::config::SpeechEngine>,
     ) -> Option<Vec<String>> {
-        speech::describe(engine?).await
+        speech::describe(&self.inner.speech_client, engine?).await
     }
 
     /// Registers a call and hands out its ticket.
@@ -418,6 +424,7 @@ impl Voice {
                 chat_session_id: call.chat_session_id.clone(),
                 sample_rate: call.sample_rate,
                 preferences: call.preferences.clone(),
+                speech_client: self.inner.speech_client.clone(),
                 started: call.started,
                 shared: call.shared.clone(),
                 chat: self.inner.chat.clone(),

@@ -7,7 +7,7 @@ use super::{build, Agent, Agents, Error, Shared};
 use crate::caller::Caller;
 use crate::clock::Timestamp;
 use crate::config::bounds::{self, Number, Range};
-use crate::config::{valid_agent_name, AgentConfig, EngineConfig};
+use crate::config::{valid_agent_name, AgentConfig, EngineSpec};
 use crate::outbound::OutboundPolicy;
 use serde::Deserialize;
 use std::sync::atomic::Ordering;
@@ -43,7 +43,7 @@ pub struct NewAgent {
     pub name: String,
     pub display_name: Option<String>,
     pub description: Option<String>,
-    pub engine: Option<EngineConfig>,
+    pub engine: Option<EngineSpec>,
     pub max_concurrent: Option<Number>,
     pub queue_capacity: Option<Number>,
     pub timeout: Option<TimeoutValue>,
@@ -56,16 +56,16 @@ pub struct NewAgent {
 pub struct AgentPatch {
     pub display_name: Option<String>,
     pub description: Option<String>,
-    pub engine: Option<EngineConfig>,
+    pub engine: Option<EngineSpec>,
     pub max_concurrent: Option<Number>,
     pub queue_capacity: Option<Number>,
     pub timeout: Option<TimeoutValue>,
     pub voice: Option<bool>,
 }
 
-fn check_engine(caller: &Caller, engine: &EngineConfig) -> Result<(), Error> {
+fn check_engine(caller: &Caller, engine: &EngineSpec) -> Result<(), Error> {
     match engine {
-        EngineConfig::Command { program, .. } => {
+        EngineSpec::Command { program, .. } => {
             if !caller.is_admin() {
                 return Err(Error::CommandEngineAdminOnly);
             }
@@ -73,7 +73,7 @@ fn check_engine(caller: &Caller, engine: &EngineConfig) -> Result<(), Error> {
                 return Err(Error::Invalid("engine.program must not be empty".into()));
             }
         }
-        EngineConfig::OpenAi { base_url, .. }
+        EngineSpec::OpenAi { base_url, .. }
             if !(base_url.starts_with("http://") || base_url.starts_with("https://")) =>
         {
             return Err(Error::Invalid(format!(
@@ -85,8 +85,8 @@ fn check_engine(caller: &Caller, engine: &EngineConfig) -> Result<(), Error> {
     check_engine_numbers(engine)
 }
 
-fn check_engine_numbers(engine: &EngineConfig) -> Result<(), Error> {
-    if let EngineConfig::Echo { delay_ms } = engine {
+fn check_engine_numbers(engine: &EngineSpec) -> Result<(), Error> {
+    if let EngineSpec::Echo { delay_ms } = engine {
         bounds::ECHO_DELAY_MS
             .check("engine.delay_ms", *delay_ms)
             .map_err(Error::Invalid)?;
@@ -98,11 +98,11 @@ fn check_engine_numbers(engine: &EngineConfig) -> Result<(), Error> {
 /// (checked now, and again by the engine at every connection).
 async fn check_outbound(
     caller: &Caller,
-    engine: &EngineConfig,
+    engine: &EngineSpec,
     allow: &crate::outbound::AllowList,
 ) -> Result<OutboundPolicy, Error> {
     let policy = OutboundPolicy::for_caller(caller.is_admin(), allow);
-    if let EngineConfig::OpenAi { base_url, .. } = engine {
+    if let EngineSpec::OpenAi { base_url, .. } = engine {
         let refused = |reason: String| Error::OutboundNotAllowed {
             field: "engine.base_url",
             reason,
@@ -142,7 +142,7 @@ impl Agents {
         &self,
         caller: &Caller,
         new: NewAgent,
-        default_engine: &EngineConfig,
+        default_engine: &EngineSpec,
         users_may_create: bool,
     ) -> Result<Arc<Agent>, Error> {
         if !caller.is_admin() && !users_may_create {

@@ -8,6 +8,7 @@ use crate::auth::SessionEnd;
 use crate::body::{self, Body, Response};
 use crate::error::{turn_failure, ApiError, ApiResult, Audience};
 use crate::executions::Follow;
+use crate::ids::SessionId;
 use crate::records::{Execution, ExecutionKind};
 use crate::turns::{SessionPolicy, Started, TurnRequest};
 use bytes::Bytes;
@@ -22,7 +23,7 @@ use serde_json::{json, Value};
 struct ChatBody {
     message: String,
     #[serde(default)]
-    session_id: Option<String>,
+    session_id: Option<SessionId>,
     #[serde(default)]
     new_session: bool,
     #[serde(default)]

@@ -18,7 +18,7 @@ use serde_json::json;
 struct PaidChatBody {
     message: String,
     #[serde(default)]
-    session_id: Option<String>,
+    session_id: Option<crate::ids::SessionId>,
 }
 
 /// `GET /api/paid/{agent}/info`
@@ -42,7 +42,7 @@ pub async fn paid_chat(app: &App, request: Request<Incoming>, name: &str) -> Api
     let outcome = app
         .paywall()
         .chat(PaidTurn {
-            agent: name.to_string(),
+            agent: name.into(),
             resource,
             message: chat.message,
             session_id: chat.session_id,
@@ -63,9 +63,9 @@ pub async fn paid_receipt(
     let outcome = app
         .paywall()
         .receipt(ReceiptRequest {
-            agent: name.to_string(),
+            agent: name.into(),
             resource: resource_url(app, request, name),
-            receipt_id: id.to_string(),
+            receipt_id: id.into(),
             payment: payment_header(request),
         })
         .await;

@@ -31,7 +31,7 @@ const PAGE_POLICY: &str = "default-src 'none'; script-src 'unsafe-inline'; \
 struct VisitorMessage {
     message: String,
     #[serde(default)]
-    session_id: Option<String>,
+    session_id: Option<crate::ids::SessionId>,
 }
 
 /// The client's address: the peer, or what a trusted proxy says it forwarded for.

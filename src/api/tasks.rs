@@ -20,7 +20,7 @@ struct TaskBody {
     #[serde(default)]
     async_mode: bool,
     #[serde(default)]
-    session_id: Option<String>,
+    session_id: Option<crate::ids::SessionId>,
     #[serde(default)]
     timeout_seconds: Option<Number>,
     #[serde(default)]

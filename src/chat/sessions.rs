@@ -2,6 +2,7 @@
 //! history across sessions, and reset. A user sees only their own; owner and admins see all.
 
 use super::Chat;
+use crate::ids::SessionId;
 use crate::turns::Error;
 
 use crate::agents::Agent;
@@ -119,7 +120,7 @@ impl Chat {
         &self,
         agent: &Agent,
         caller: &Caller,
-    ) -> Result<Option<String>, Error> {
+    ) -> Result<Option<SessionId>, Error> {
         let (agent, username) = (agent.name().to_string(), caller.username.clone());
         Ok(self
             .store
@@ -218,7 +219,7 @@ impl Chat {
         agent: &Agent,
         caller: &Caller,
         all: bool,
-    ) -> Result<Vec<String>, Error> {
+    ) -> Result<Vec<SessionId>, Error> {
         if all && !agent.managed_by(caller) {
             return Err(Error::Agent(crate::agents::Error::NotOwner));
         }

@@ -2,9 +2,9 @@
 //! errors that name the key, with the built-in defaults of every section.
 
 use super::{paid, RawVoice};
+use crate::engine_spec::EngineSpec;
 use serde::Deserialize;
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 
 /// The file as written.
 #[derive(Debug, Default, Deserialize)]
@@ -54,7 +54,7 @@ impl Default for RawPublic {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawDefaults {
-    pub engine: Option<EngineConfig>,
+    pub engine: Option<EngineSpec>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -190,7 +190,7 @@ pub struct RawAgent {
     #[serde(default)]
     pub shared_with: Vec<String>,
     #[serde(default)]
-    pub engine: EngineConfig,
+    pub engine: EngineSpec,
     #[serde(default = "default_max_concurrent")]
     pub max_concurrent: usize,
     #[serde(default = "default_agent_timeout")]
@@ -216,54 +216,4 @@ pub(super) fn default_agent_queue() -> usize {
 }
 pub(super) fn default_agent_timeout() -> String {
     "10m".into()
-}
-
-/// How an agent's turns are produced; see `engines`.
-#[derive(Clone, Debug, PartialEq, Deserialize, serde::Serialize)]
-#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
-pub enum EngineConfig {
-    /// Built in: repeats the message word by word.
-    Echo {
-        #[serde(default)]
-        delay_ms: u64,
-    },
-    /// A local CLI agent run once per turn, speaking stream-json on stdout.
-    Command {
-        program: String,
-        #[serde(default)]
-        args: Vec<String>,
-        #[serde(default)]
-        workdir: Option<PathBuf>,
-        #[serde(default)]
-        env: BTreeMap<String, String>,
-        #[serde(default)]
-        resume_args: Vec<String>,
-    },
-    /// An OpenAI-compatible `/chat/completions` server with streaming.
-    #[serde(rename = "openai")]
-    OpenAi {
-        base_url: String,
-        model: String,
-        #[serde(default)]
-        api_key: Option<String>,
-        #[serde(default)]
-        system_prompt: Option<String>,
-    },
-}
-
-impl Default for EngineConfig {
-    fn default() -> Self {
-        EngineConfig::Echo { delay_ms: 0 }
-    }
-}
-
-impl EngineConfig {
-    /// The kind name as written in the file and shown by the API.
-    pub fn kind(&self) -> &'static str {
-        match self {
-            EngineConfig::Echo { .. } => "echo",
-            EngineConfig::Command { .. } => "command",
-            EngineConfig::OpenAi { .. } => "openai",
-        }
-    }
 }

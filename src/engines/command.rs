@@ -14,7 +14,7 @@ mod pipes;
 mod transcript;
 
 use super::{BoxFuture, Engine, Error, EventSink, Outcome, Turn};
-use crate::config::EngineConfig;
+use crate::config::EngineSpec;
 use group::ProcessGroup;
 use pipes::Line;
 use std::collections::BTreeMap;
@@ -48,11 +48,11 @@ struct Invocation {
 }
 
 impl Command {
-    /// An engine for an `EngineConfig::Command`; any other kind gives an engine whose turns
+    /// An engine for an `EngineSpec::Command`; any other kind gives an engine whose turns
     /// fail as unavailable.
-    pub fn new(config: EngineConfig) -> Command {
+    pub fn new(config: EngineSpec) -> Command {
         let invocation = match config {
-            EngineConfig::Command {
+            EngineSpec::Command {
                 program,
                 args,
                 workdir,

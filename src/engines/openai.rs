@@ -20,7 +20,7 @@ mod sse;
 use super::{
     assistant_event, text_delta_event, BoxFuture, Engine, Error, EventSink, Outcome, Turn,
 };
-use crate::config::EngineConfig;
+use crate::config::EngineSpec;
 use crate::outbound::{self, Client, OutboundPolicy, Post, Streamed};
 use completion::Completion;
 use hyper::header::ACCEPT;
@@ -56,11 +56,11 @@ struct Settings {
 }
 
 impl OpenAi {
-    /// An engine for an `EngineConfig::OpenAi`; a bad `base_url` or another kind gives an
+    /// An engine for an `EngineSpec::OpenAi`; a bad `base_url` or another kind gives an
     /// engine whose turns fail as unavailable.
-    pub fn new(config: EngineConfig, outbound: OutboundPolicy) -> OpenAi {
+    pub fn new(config: EngineSpec, outbound: OutboundPolicy) -> OpenAi {
         let settings = match config {
-            EngineConfig::OpenAi {
+            EngineSpec::OpenAi {
                 base_url,
                 model,
                 api_key,

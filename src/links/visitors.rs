@@ -5,6 +5,7 @@
 use super::{client_key, usable, visitor_username, Error, Links};
 use crate::agents::{self, Agent};
 use crate::clock::Timestamp;
+use crate::ids::SessionId;
 use crate::records::{ExecutionKind, LinkRecord, Message, Session, SessionStatus, VisitorSession};
 use crate::store::{self, Tx};
 use crate::turns::{self, SessionPolicy, Started, TurnRequest};
@@ -24,12 +25,12 @@ pub struct LinkInfo {
 /// A visitor's accepted turn, in the session it belongs to.
 pub struct VisitorTurn {
     pub started: Started,
-    pub session_id: String,
+    pub session_id: SessionId,
 }
 
 /// Messages of one visitor session, oldest first.
 pub struct VisitorHistory {
-    pub session_id: String,
+    pub session_id: SessionId,
     pub messages: Vec<Message>,
     pub next_cursor: Option<String>,
 }
@@ -86,7 +87,7 @@ impl Links {
         ip: IpAddr,
         token: &str,
         message: String,
-        session_id: Option<String>,
+        session_id: Option<SessionId>,
     ) -> Result<VisitorTurn, Error> {
         self.check_client(ip)?;
         let (link, agent) = self.resolve(token).await?;
@@ -197,7 +198,7 @@ impl Links {
             .filter(|m| m.seq > 0 && messages.len() == limit)
             .map(|m| m.seq.to_string());
         Ok(VisitorHistory {
-            session_id: session_id.to_string(),
+            session_id: session_id.into(),
             messages,
             next_cursor,
         })
@@ -210,7 +211,7 @@ impl Links {
 fn admit(
     tx: &Tx<'_>,
     link_id: &str,
-    session_id: Option<String>,
+    session_id: Option<SessionId>,
     now: Timestamp,
 ) -> Result<Result<Admitted, Error>, store::Error> {
     let Some(mut link) = tx.link(link_id)?.filter(|l| usable(l, now)) else {
@@ -232,8 +233,8 @@ fn admit(
         None => {
             let started_at = Timestamp::now();
             let session = Session {
-                id: crate::ids::new_id_at(started_at),
-                agent_name: link.agent.clone(),
+                id: SessionId::new_at(started_at),
+                agent_name: link.agent.as_str().into(),
                 username: visitor_username(&link.id),
                 status: SessionStatus::Active,
                 started_at,

@@ -8,6 +8,7 @@ use super::settle::pending;
 use super::turn::{payment_key, proof_of, Delivery, Paid};
 use super::{header, Error, Offer, Paywall};
 use crate::evm::{parse_bytes32, Address};
+use crate::ids::{AgentName, ExecutionId};
 use crate::records::{Execution, ExecutionKind, ExecutionStatus, Failure};
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
@@ -18,10 +19,10 @@ pub(super) const RETRY_INTERVAL: Duration = Duration::from_secs(10);
 
 /// A receipt redemption as the handler read it.
 pub struct ReceiptRequest {
-    pub agent: String,
+    pub agent: AgentName,
     /// The absolute URL of the agent's paid chat route, for the offer.
     pub resource: String,
-    pub receipt_id: String,
+    pub receipt_id: ExecutionId,
     /// The payment header the turn was paid with, and its protocol version.
     pub payment: Option<(u8, String)>,
 }

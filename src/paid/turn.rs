@@ -6,6 +6,7 @@ use super::facilitator::Verdict;
 use super::verify::{verify, Verified};
 use super::{refusal, Error, Offer, Paywall, Reason};
 use crate::evm::hex;
+use crate::ids::{AgentName, ExecutionId, SessionId};
 use crate::records::{Execution, ExecutionKind, Session, SessionStatus};
 use crate::store::{NonceClaim, PendingSettlement};
 use crate::turns::{self, AdmitHook, Payment, SessionPolicy, Started, TurnRequest};
@@ -24,7 +25,7 @@ pub struct PaidTurn {
     /// The absolute URL of the route, for the offer.
     pub resource: String,
     pub message: String,
-    pub session_id: Option<String>,
+    pub session_id: Option<SessionId>,
     /// The payment header and the protocol version its name implies (2 for
     /// `PAYMENT-SIGNATURE`, 1 for `X-PAYMENT`).
     pub payment: Option<(u8, String)>,
@@ -53,10 +54,10 @@ pub enum Delivery {
 /// A turn whose settlement is not decided yet.
 #[derive(Debug)]
 pub struct Pending {
-    pub agent: String,
+    pub agent: AgentName,
     /// The receipt id: the execution's id.
-    pub receipt_id: String,
-    pub session_id: Option<String>,
+    pub receipt_id: ExecutionId,
+    pub session_id: Option<SessionId>,
     /// Why it is not decided, for people.
     pub detail: String,
 }
@@ -100,7 +101,7 @@ impl Paywall {
         }
         let key = nonce_key(&offer, &verified);
         let claim = NonceClaim {
-            agent: agent.name().to_string(),
+            agent: agent.name().into(),
             expires_at: verified.valid_before + NONCE_MARGIN_SECONDS,
             execution_id: None,
         };
@@ -163,7 +164,7 @@ impl Paywall {
             None => format!("{visitor}{}", crate::ids::new_id()),
         };
         let mut pending = PendingSettlement {
-            agent: agent.name().to_string(),
+            agent: agent.name().into(),
             valid_before: verified.valid_before,
             body: body.clone(),
             resume_before: None,

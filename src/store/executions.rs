@@ -38,7 +38,7 @@ impl ExecutionFilter {
 /// What an idempotency key points at.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct IdempotencyRecord {
-    pub execution_id: String,
+    pub execution_id: crate::ids::ExecutionId,
     pub created_at: Timestamp,
     /// SHA-256 of the request the key was first used with (absent in records from before it
     /// was kept: those match any request).

@@ -4,6 +4,7 @@
 
 use super::tables::{PAYMENT_NONCES, PAYMENT_NONCE_EXPIRY, PENDING_SETTLEMENTS};
 use super::{decode, encode, get_json, Error, Reader, Tx};
+use crate::ids::AgentName;
 use crate::records::{ExecutionKind, Message};
 use redb::{ReadableTable, ReadableTableMetadata};
 use serde::{Deserialize, Serialize};
@@ -15,18 +16,18 @@ const PRUNE_PER_CLAIM: usize = 64;
 /// Who claimed a payment nonce, and until when the claim is kept.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct NonceClaim {
-    pub agent: String,
+    pub agent: AgentName,
     /// Unix seconds after which the claim may be dropped.
     pub expires_at: u64,
     /// The paid turn the payment went to, once it was accepted: its receipt.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub execution_id: Option<String>,
+    pub execution_id: Option<crate::ids::ExecutionId>,
 }
 
 /// A settlement owed for a paid turn.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct PendingSettlement {
-    pub agent: String,
+    pub agent: AgentName,
     /// The authorization's `validBefore` (unix seconds): no settlement after it.
     pub valid_before: u64,
     /// The exact body for `POST /settle`.
@@ -87,7 +88,7 @@ impl Tx<'_> {
             None => None,
         };
         if let Some(mut claim) = claim {
-            claim.execution_id = Some(execution_id.to_string());
+            claim.execution_id = Some(execution_id.into());
             nonces.insert(key, encode(&claim).as_slice())?;
         }
         Ok(())

@@ -6,6 +6,7 @@ use super::tables::{
     SESSIONS_BY_OWNER,
 };
 use super::{decode, encode, get_json, Error, Reader, Tx};
+use crate::ids::SessionId;
 use crate::records::{Message, Session};
 use redb::ReadableTable;
 
@@ -36,10 +37,10 @@ impl Tx<'_> {
     }
 
     /// The id of the active session of (agent, user), if any.
-    pub fn active_session(&self, agent: &str, username: &str) -> Result<Option<String>, Error> {
+    pub fn active_session(&self, agent: &str, username: &str) -> Result<Option<SessionId>, Error> {
         let active = self.txn.open_table(ACTIVE_SESSIONS)?;
         let key = keys::joined(&[agent, username]);
-        let id = active.get(key.as_slice())?.map(|v| v.value().to_string());
+        let id = active.get(key.as_slice())?.map(|v| v.value().into());
         Ok(id)
     }
 
@@ -60,7 +61,7 @@ impl Tx<'_> {
     }
 
     /// Active sessions of `agent` (every user): (username, session id).
-    pub fn active_sessions_of(&self, agent: &str) -> Result<Vec<(String, String)>, Error> {
+    pub fn active_sessions_of(&self, agent: &str) -> Result<Vec<(String, SessionId)>, Error> {
         let active = self.txn.open_table(ACTIVE_SESSIONS)?;
         let prefix = keys::prefix(&[agent]);
         let end = keys::prefix_end(&prefix);
@@ -68,7 +69,7 @@ impl Tx<'_> {
         for entry in active.range(prefix.as_slice()..end.as_slice())? {
             let (key, id) = entry?;
             let username = String::from_utf8_lossy(&key.value()[prefix.len()..]).into_owned();
-            out.push((username, id.value().to_string()));
+            out.push((username, id.value().into()));
         }
         Ok(out)
     }
@@ -181,10 +182,10 @@ impl Reader {
     }
 
     /// The id of the active session of (agent, user), if any.
-    pub fn active_session(&self, agent: &str, username: &str) -> Result<Option<String>, Error> {
+    pub fn active_session(&self, agent: &str, username: &str) -> Result<Option<SessionId>, Error> {
         let active = self.txn.open_table(ACTIVE_SESSIONS)?;
         let key = keys::joined(&[agent, username]);
-        let id = active.get(key.as_slice())?.map(|v| v.value().to_string());
+        let id = active.get(key.as_slice())?.map(|v| v.value().into());
         Ok(id)
     }
 

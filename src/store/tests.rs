@@ -6,7 +6,7 @@ use crate::records::{Message, Session, SessionStatus};
 
 fn session(agent: &str, user: &str) -> Session {
     Session {
-        id: crate::ids::new_id(),
+        id: crate::ids::SessionId::new(),
         agent_name: agent.into(),
         username: user.into(),
         status: SessionStatus::Active,
@@ -22,7 +22,7 @@ fn session(agent: &str, user: &str) -> Session {
 fn message(role: &str, content: &str, at: i64) -> Message {
     Message {
         id: crate::ids::new_id(),
-        session_id: String::new(),
+        session_id: Default::default(),
         role: role.into(),
         content: content.into(),
         created_at: Timestamp(at),

@@ -5,6 +5,7 @@
 use super::{Error, Pool, Queued};
 use crate::agents::Agent;
 use crate::executions::Live;
+use crate::ids::{ExecutionId, SessionId};
 use crate::records::{Execution, ExecutionKind};
 use crate::sync::lock;
 use crate::turns::{self, QueuePlace, SessionPolicy, TurnRequest};
@@ -18,7 +19,7 @@ pub struct TaskRequest {
     pub username: String,
     pub message: String,
     /// Resume this chat session of the caller (tasks are stateless otherwise).
-    pub session_id: Option<String>,
+    pub session_id: Option<SessionId>,
     /// Already clamped to the agent's cap.
     pub timeout: Duration,
     pub model: Option<String>,
@@ -29,7 +30,7 @@ pub struct TaskRequest {
 pub enum Submitted {
     Accepted {
         live: Arc<Live>,
-        execution_id: String,
+        execution_id: ExecutionId,
     },
     Replay(Box<Execution>),
 }

@@ -3,6 +3,7 @@
 
 use super::{Error, QueuePlace, SessionPolicy, TurnRequest, IDEMPOTENCY_WINDOW_MS};
 use crate::clock::Timestamp;
+use crate::ids::{ExecutionId, SessionId};
 use crate::records::{Execution, ExecutionStatus, Message, Session, SessionStatus};
 use crate::store::{self, IdempotencyRecord, Tx};
 use crate::sync::lock;
@@ -20,7 +21,7 @@ pub(super) enum Admission<H> {
 /// A request as the admission step needs it.
 pub(super) struct Plan {
     request: TurnRequest,
-    execution_id: String,
+    execution_id: ExecutionId,
     queued: Option<QueuePlace>,
     digest: String,
 }
@@ -28,7 +29,7 @@ pub(super) struct Plan {
 impl Plan {
     pub(super) fn new(
         request: TurnRequest,
-        execution_id: String,
+        execution_id: ExecutionId,
         queued: Option<QueuePlace>,
     ) -> Plan {
         let digest = digest(&request, queued);
@@ -46,8 +47,8 @@ impl Plan {
     pub(super) fn admit<H>(
         self,
         tx: &Tx<'_>,
-        busy: &Mutex<HashMap<String, String>>,
-        marked: &Mutex<Option<String>>,
+        busy: &Mutex<HashMap<SessionId, ExecutionId>>,
+        marked: &Mutex<Option<SessionId>>,
         take: impl FnOnce() -> Result<H, Error>,
     ) -> Result<Admission<H>, store::Error> {
         let request = &self.request;
@@ -142,7 +143,7 @@ impl Plan {
         };
         Execution {
             id: self.execution_id.clone(),
-            agent: request.agent.name().to_string(),
+            agent: request.agent.name().into(),
             kind: request.kind,
             status,
             username: Some(request.username.clone()),
@@ -182,7 +183,7 @@ pub(super) fn begin_queued(
     tx: &Tx<'_>,
     execution_id: &str,
     position: u64,
-    busy: &Mutex<HashMap<String, String>>,
+    busy: &Mutex<HashMap<SessionId, ExecutionId>>,
 ) -> Result<Begin, store::Error> {
     let queued = tx
         .execution(execution_id)?
@@ -246,8 +247,8 @@ fn resolve_session(
         }
     }
     let session = Session {
-        id: crate::ids::new_id_at(now),
-        agent_name: agent.to_string(),
+        id: SessionId::new_at(now),
+        agent_name: agent.into(),
         username: username.to_string(),
         status: SessionStatus::Active,
         started_at: now,
@@ -261,10 +262,10 @@ fn resolve_session(
 }
 
 /// The stored user message of a turn.
-fn user_message(execution: &Execution, session_id: &str, now: Timestamp) -> Message {
+fn user_message(execution: &Execution, session_id: &SessionId, now: Timestamp) -> Message {
     Message {
         id: crate::ids::new_id_at(now),
-        session_id: session_id.to_string(),
+        session_id: session_id.clone(),
         role: "user".into(),
         content: execution.message.clone(),
         created_at: now,

@@ -15,7 +15,9 @@ use crate::agents::Agent;
 use crate::chat::Chat;
 use crate::config::{VoiceConfig, VoiceMode};
 use crate::executions::{Executions, Live, StopReason};
+use crate::ids::SessionId;
 use crate::metrics::Metrics;
+use crate::outbound::Client;
 use crate::shutdown::Shutdown;
 use crate::turns::Turns;
 use std::sync::Arc;
@@ -34,9 +36,11 @@ pub(super) struct Context {
     pub config: VoiceConfig,
     pub agent: Arc<Agent>,
     pub username: String,
-    pub chat_session_id: Option<String>,
+    pub chat_session_id: Option<SessionId>,
     pub sample_rate: u32,
     pub preferences: super::speech::Preferences,
+    /// The client for the speech servers of the configuration (one pool for every call).
+    pub speech_client: Client,
     pub started: Instant,
     pub shared: Arc<CallShared>,
     pub chat: Chat,
@@ -98,7 +102,7 @@ struct Counts {
 /// The chat turn whose reply is being spoken.
 struct Reply {
     live: Arc<Live>,
-    session_id: String,
+    session_id: SessionId,
     /// The whole reply, once the turn has finished.
     text: Option<String>,
 }
@@ -107,7 +111,7 @@ struct TurnTiming {
     speech_end: Option<Instant>,
     transcript_at: Option<Instant>,
     first_token_at: Option<Instant>,
-    execution_id: Option<String>,
+    execution_id: Option<crate::ids::ExecutionId>,
 }
 
 /// Resolves once the flag is set: `voice/stop` asked the call to end, or its token is no
@@ -381,6 +385,7 @@ impl Call {
             chat_session_id: self.context.chat_session_id.clone(),
             sample_rate: self.context.sample_rate,
             preferences: self.context.preferences.clone(),
+            speech_client: self.context.speech_client.clone(),
             turns: self.context.turns.clone(),
             executions: self.context.executions.clone(),
             previous: self.previous.clone(),

@@ -6,6 +6,7 @@ mod wyoming;
 
 use super::audio::{self, Pcm};
 use crate::config::SpeechEngine;
+use crate::outbound::Client;
 use std::process::Stdio;
 use std::time::Duration;
 use tokio::io::AsyncWriteExt;
@@ -49,15 +50,15 @@ pub fn valid_name(name: &str) -> bool {
 }
 
 /// True when the engine can be asked (its program exists, its server answers `describe`).
-pub async fn ready(engine: &SpeechEngine) -> bool {
-    describe(engine).await.is_some()
+pub async fn ready(client: &Client, engine: &SpeechEngine) -> bool {
+    describe(client, engine).await.is_some()
 }
 
 /// The voices the engine offers (empty when it does not say), or None when it is not ready.
-pub async fn describe(engine: &SpeechEngine) -> Option<Vec<String>> {
+pub async fn describe(client: &Client, engine: &SpeechEngine) -> Option<Vec<String>> {
     match engine {
         SpeechEngine::Command { program, .. } => program_exists(program).then(Vec::new),
-        SpeechEngine::OpenAi { .. } => reachable(engine).await.then(Vec::new),
+        SpeechEngine::OpenAi { .. } => reachable(client, engine).await.then(Vec::new),
         SpeechEngine::Wyoming { uri, .. } => {
             let described = tokio::time::timeout(Duration::from_secs(3), wyoming::describe(uri));
             let info = described.await.ok()?.ok()?;
@@ -97,6 +98,7 @@ pub async fn transcribe_stream(
 
 /// The text spoken in `pcm`.
 pub async fn transcribe(
+    client: &Client,
     engine: &SpeechEngine,
     preferences: &Preferences,
     pcm: Pcm,
@@ -109,7 +111,7 @@ pub async fn transcribe(
             return timed(request).await;
         }
         SpeechEngine::OpenAi { language, .. } => {
-            let endpoint = endpoint(engine).expect("an openai engine");
+            let endpoint = endpoint(client, engine).expect("an openai engine");
             let wav = tokio::task::spawn_blocking(move || audio::to_wav(&pcm))
                 .await
                 .unwrap_or_default();
@@ -126,6 +128,7 @@ pub async fn transcribe(
 
 /// `text`, spoken.
 pub async fn synthesize(
+    client: &Client,
     engine: &SpeechEngine,
     preferences: &Preferences,
     text: &str,
@@ -138,7 +141,7 @@ pub async fn synthesize(
             return timed(wyoming::synthesize(uri, voice, text)).await;
         }
         SpeechEngine::OpenAi { voice, .. } => {
-            let endpoint = endpoint(engine).expect("an openai engine");
+            let endpoint = endpoint(client, engine).expect("an openai engine");
             let voice = chosen.or(voice.as_deref());
             return timed(openai::synthesize(&endpoint, voice, text)).await;
         }
@@ -150,7 +153,7 @@ pub async fn synthesize(
     Ok(pcm)
 }
 
-fn endpoint(engine: &SpeechEngine) -> Option<openai::Endpoint<'_>> {
+fn endpoint<'a>(client: &'a Client, engine: &'a SpeechEngine) -> Option<openai::Endpoint<'a>> {
     match engine {
         SpeechEngine::OpenAi {
             base_url,
@@ -158,6 +161,7 @@ fn endpoint(engine: &SpeechEngine) -> Option<openai::Endpoint<'_>> {
             api_key,
             ..
         } => Some(openai::Endpoint {
+            client,
             base_url,
             model,
             api_key: api_key.as_deref(),
@@ -166,8 +170,8 @@ fn endpoint(engine: &SpeechEngine) -> Option<openai::Endpoint<'_>> {
     }
 }
 
-async fn reachable(engine: &SpeechEngine) -> bool {
-    let Some(endpoint) = endpoint(engine) else {
+async fn reachable(client: &Client, engine: &SpeechEngine) -> bool {
+    let Some(endpoint) = endpoint(client, engine) else {
         return false;
     };
     let probe = tokio::time::timeout(Duration::from_secs(3), endpoint.reachable());

@@ -7,6 +7,7 @@ use super::speech;
 use crate::agents::Agent;
 use crate::config::VoiceConfig;
 use crate::executions::{Executions, Live};
+use crate::ids::SessionId;
 use crate::records::ExecutionKind;
 use crate::turns::{SessionPolicy, Started, TurnRequest, Turns};
 use std::sync::Arc;
@@ -22,7 +23,7 @@ pub(super) enum Work {
     Started {
         generation: u64,
         live: Arc<Live>,
-        session_id: String,
+        session_id: crate::ids::SessionId,
     },
     FirstToken {
         generation: u64,
@@ -82,9 +83,10 @@ pub(super) struct TurnContext {
     pub config: VoiceConfig,
     pub agent: Arc<Agent>,
     pub username: String,
-    pub chat_session_id: Option<String>,
+    pub chat_session_id: Option<SessionId>,
     pub sample_rate: u32,
     pub preferences: speech::Preferences,
+    pub speech_client: crate::outbound::Client,
     pub turns: Turns,
     pub executions: Executions,
     /// The call's previous turn: the next one starts after it has finished.
@@ -220,7 +222,7 @@ async fn transcript(context: &TurnContext, input: Input) -> Result<String, speec
                 sample_rate: LISTEN_RATE,
                 samples,
             };
-            speech::transcribe(stt, &context.preferences, pcm).await
+            speech::transcribe(&context.speech_client, stt, &context.preferences, pcm).await
         }
         Input::Text(text) => Ok(text),
     }
@@ -271,13 +273,16 @@ async fn speak(context: &TurnContext, mut sentences: mpsc::Receiver<String>) {
         return;
     };
     while let Some(sentence) = sentences.recv().await {
-        let pcm = match speech::synthesize(tts, &context.preferences, &sentence).await {
-            Ok(pcm) => pcm,
-            Err(err) => {
-                tracing::warn!(cause = %err, "text-to-speech failed");
-                continue;
-            }
-        };
+        let pcm =
+            match speech::synthesize(&context.speech_client, tts, &context.preferences, &sentence)
+                .await
+            {
+                Ok(pcm) => pcm,
+                Err(err) => {
+                    tracing::warn!(cause = %err, "text-to-speech failed");
+                    continue;
+                }
+            };
         let rate = context.sample_rate;
         let Ok(Ok(pcm)) = tokio::task::spawn_blocking(move || audio::resample(&pcm, rate)).await
         else {

@@ -1,6 +1,7 @@
 //! What travels on the voice socket besides audio: the JSON control frames of the client,
 //! the JSON event frames of the server, and the close codes.
 
+use crate::ids::ExecutionId;
 use serde::{Deserialize, Serialize};
 
 /// Close codes after the handshake (spec: "The socket").
@@ -85,7 +86,7 @@ pub enum Event {
         is_final: bool,
     },
     Turn {
-        execution_id: String,
+        execution_id: ExecutionId,
         timings: Timings,
     },
     Interrupted {

@@ -2,7 +2,7 @@
 
 use crate::chat::assert_stream_shape;
 use crate::support::*;
-use outpost::config::{AgentConfig, EngineConfig};
+use outpost::config::{AgentConfig, EngineSpec};
 use serde_json::{json, Value};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -205,7 +205,7 @@ async fn command_engine_failure_keeps_stderr_in_the_execution() {
 /// An agent named `name` on the openai engine at `base_url`.
 pub(crate) fn openai_agent(name: &str, base_url: String, model: &str) -> AgentConfig {
     AgentConfig {
-        engine: EngineConfig::OpenAi {
+        engine: EngineSpec::OpenAi {
             base_url,
             model: model.into(),
             api_key: None,
@@ -278,7 +278,7 @@ async fn openai_engine_streams_deltas_and_sends_the_session_history() {
     let (base_url, mut seen) = fake_openai().await;
     let server = TestServer::with(|c| {
         c.agents = vec![AgentConfig {
-            engine: EngineConfig::OpenAi {
+            engine: EngineSpec::OpenAi {
                 base_url,
                 model: "tiny-model".into(),
                 api_key: None,

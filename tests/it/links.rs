@@ -7,7 +7,7 @@ mod limits;
 use crate::support::*;
 use hyper::Method;
 use outpost::clock::Timestamp;
-use outpost::config::EngineConfig;
+use outpost::config::EngineSpec;
 use serde_json::{json, Value};
 use std::time::Duration;
 
@@ -458,7 +458,7 @@ async fn visitor_turns_are_public_executions() {
 async fn visitors_see_no_tool_calls_and_no_engine_errors() {
     let command = |name: &str, script: &str| {
         let mut agent = echo_agent(name, 0, 2);
-        agent.engine = EngineConfig::Command {
+        agent.engine = EngineSpec::Command {
             program: fixture(script),
             args: Vec::new(),
             workdir: None,

@@ -4,7 +4,7 @@
 //! it started with.
 
 use crate::support::*;
-use outpost::config::{Config, EngineConfig};
+use outpost::config::{Config, EngineSpec};
 use serde_json::{json, Value};
 use std::sync::Arc;
 
@@ -68,7 +68,7 @@ async fn reload_refreshes_file_agents_and_keeps_api_agents() {
     let mut alpha = echo_agent("alpha", 0, 2);
     alpha.display_name = "Alpha, changed".into();
     let mut gamma = echo_agent("gamma", 0, 1);
-    gamma.engine = EngineConfig::Echo { delay_ms: 1 };
+    gamma.engine = EngineSpec::Echo { delay_ms: 1 };
     let reloaded = daemon
         .reload(with_agents(&config, vec![alpha.clone(), gamma]))
         .await

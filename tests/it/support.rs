@@ -6,7 +6,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::header::HeaderMap;
 use hyper::{Method, Request};
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use outpost::config::{AgentConfig, Config, EngineConfig, Secret, Tls};
+use outpost::config::{AgentConfig, Config, EngineSpec, Secret, Tls};
 use serde_json::Value;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -68,7 +68,7 @@ pub fn echo_agent(name: &str, delay_ms: u64, max_concurrent: usize) -> AgentConf
         description: String::new(),
         owner: "admin".into(),
         shared_with: Vec::new(),
-        engine: EngineConfig::Echo { delay_ms },
+        engine: EngineSpec::Echo { delay_ms },
         max_concurrent,
         timeout: Duration::from_secs(60),
         queue_capacity: 100,
@@ -354,7 +354,7 @@ pub fn fixture_agent(
         .into_iter()
         .collect();
     AgentConfig {
-        engine: EngineConfig::Command {
+        engine: EngineSpec::Command {
             program: fixture(script),
             args: vec!["-p".into()],
             workdir: None,

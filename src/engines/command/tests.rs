@@ -17,7 +17,7 @@ fn fixture(name: &str) -> String {
 }
 
 fn engine(program: String, env: &[(&str, &Path)], workdir: Option<&Path>) -> Command {
-    Command::new(EngineConfig::Command {
+    Command::new(EngineSpec::Command {
         program,
         args: Vec::new(),
         workdir: workdir.map(Path::to_path_buf),
@@ -121,7 +121,7 @@ async fn relays_the_agents_events_and_absorbs_its_init_and_result() {
 #[tokio::test]
 async fn passes_arguments_resume_handle_environment_and_workdir() {
     let workdir = tempfile::tempdir().unwrap();
-    let command = Command::new(EngineConfig::Command {
+    let command = Command::new(EngineSpec::Command {
         program: fixture("probe.sh"),
         args: vec!["--print".into(), "two words".into()],
         workdir: Some(workdir.path().to_path_buf()),
@@ -262,7 +262,7 @@ async fn a_missing_program_or_workdir_is_unavailable() {
 
 #[tokio::test]
 async fn another_engine_kind_is_unavailable() {
-    let command = Command::new(EngineConfig::Echo { delay_ms: 0 });
+    let command = Command::new(EngineSpec::Echo { delay_ms: 0 });
     assert!(matches!(
         run(&command, prompt("hi")).await.0,
         Err(Error::Unavailable(_))

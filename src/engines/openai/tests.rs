@@ -93,7 +93,7 @@ fn whole(status: &str, content_type: &str, body: &str) -> Vec<Vec<u8>> {
 
 fn engine(addr: SocketAddr, api_key: Option<&str>, system_prompt: Option<&str>) -> OpenAi {
     OpenAi::new(
-        EngineConfig::OpenAi {
+        EngineSpec::OpenAi {
             base_url: format!("http://{addr}/v1/"),
             model: "configured-model".into(),
             api_key: api_key.map(str::to_string),
@@ -288,7 +288,7 @@ async fn a_user_engine_does_not_connect_to_a_private_address() {
         format!("http://localhost:{}/v1", addr.port()),
     ] {
         let engine = OpenAi::new(
-            EngineConfig::OpenAi {
+            EngineSpec::OpenAi {
                 base_url: base_url.clone(),
                 model: "m".into(),
                 api_key: None,
@@ -310,7 +310,7 @@ async fn a_user_engine_does_not_connect_to_a_private_address() {
 async fn only_plain_http_base_urls_are_served() {
     let check = |base_url: &str, expected: &str| {
         let engine = OpenAi::new(
-            EngineConfig::OpenAi {
+            EngineSpec::OpenAi {
                 base_url: base_url.into(),
                 model: "m".into(),
                 api_key: None,
@@ -345,7 +345,7 @@ async fn only_plain_http_base_urls_are_served() {
     );
 
     let engine = OpenAi::new(
-        EngineConfig::OpenAi {
+        EngineSpec::OpenAi {
             base_url: "ftp://127.0.0.1/v1".into(),
             model: "m".into(),
             api_key: None,

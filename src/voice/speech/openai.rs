@@ -1,6 +1,6 @@
 //! OpenAI-compatible speech endpoints (LocalAI, speaches, OpenAI itself):
 //! `POST {base_url}/audio/transcriptions` (multipart WAV) and `POST {base_url}/audio/speech`
-//! (JSON in, WAV out), over the daemon's shared outbound client (`http://` or `https://`,
+//! (JSON in, WAV out), over the voice service's outbound client (`http://` or `https://`,
 //! see [`crate::outbound`]).
 
 use super::Error;
@@ -16,6 +16,7 @@ const BOUNDARY: &str = "outpost-voice-boundary-7d1e";
 
 /// Where and how to ask.
 pub struct Endpoint<'a> {
+    pub client: &'a Client,
     pub base_url: &'a str,
     pub model: &'a str,
     pub api_key: Option<&'a str>,
@@ -34,7 +35,8 @@ impl Endpoint<'_> {
     /// POSTs `body` to `{base_url}/{path}` and returns the answer of a 200.
     async fn post(&self, path: &str, content_type: &str, body: Vec<u8>) -> Result<Bytes, Error> {
         let post = Post::new(self.uri(path)?, content_type, body).bearer(self.api_key);
-        let reply = Client::shared()
+        let reply = self
+            .client
             .post(post, MAX_RESPONSE_BYTES, None)
             .await
             .map_err(|err| match err {
@@ -52,7 +54,7 @@ impl Endpoint<'_> {
         let Ok(uri) = self.uri("models") else {
             return false;
         };
-        Client::shared().answers(uri).await
+        self.client.answers(uri).await
     }
 }
 

@@ -198,7 +198,7 @@ async fn start_up_sets_aside_stored_records_it_cannot_use() {
             description: String::new(),
             owner: "admin".into(),
             shared_with: Vec::new(),
-            engine: outpost::records::StoredEngine::Echo { delay_ms: 0 },
+            engine: outpost::records::EngineSpec::Echo { delay_ms: 0 },
             max_concurrent: 1 << 61,
             queue_capacity: usize::MAX,
             timeout_seconds: u64::MAX,

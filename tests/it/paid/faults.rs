@@ -6,7 +6,7 @@ use super::stub::{Mode, Stub};
 use super::*;
 use base64::engine::general_purpose::{STANDARD_NO_PAD, URL_SAFE_NO_PAD};
 use base64::Engine;
-use outpost::config::EngineConfig;
+use outpost::config::EngineSpec;
 
 /// secp256k1's group order n.
 const ORDER: [u8; 32] = [
@@ -327,7 +327,7 @@ async fn a_pending_settlement_is_sent_again_once() {
 async fn a_failed_turn_is_never_settled() {
     let stub = Stub::start(Mode::Accept).await;
     let broken = AgentConfig {
-        engine: EngineConfig::OpenAi {
+        engine: EngineSpec::OpenAi {
             base_url: "http://127.0.0.1:1/v1".into(),
             model: "nothing".into(),
             api_key: None,

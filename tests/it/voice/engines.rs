@@ -134,7 +134,7 @@ async fn a_reply_that_is_not_streamed_is_spoken_whole() {
             v.stt = Some(stt);
             v.tts = Some(command("espeak-ng", &["--stdout"]));
         })(config);
-        config.agents[0].engine = outpost::config::EngineConfig::Command {
+        config.agents[0].engine = outpost::config::EngineSpec::Command {
             program: fixture("whole.sh"),
             args: Vec::new(),
             workdir: None,
