@@ -152,7 +152,19 @@ pub fn turn_failure(execution: &Execution, audience: Audience) -> Option<ApiErro
 
 impl From<store::Error> for ApiError {
     fn from(err: store::Error) -> ApiError {
-        ApiError::internal(err)
+        match err {
+            store::Error::Full => ApiError::new(
+                StatusCode::INSUFFICIENT_STORAGE,
+                "insufficient_storage",
+                &err,
+            )
+            .retry_after(10),
+            store::Error::Unavailable => {
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", &err)
+                    .retry_after(5)
+            }
+            other => ApiError::internal(other),
+        }
     }
 }
 

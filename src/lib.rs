@@ -59,6 +59,7 @@ pub struct Daemon {
     task: JoinHandle<()>,
     link_clock: links::Clock,
     reloader: reload::Reloader,
+    store_health: Arc<store::health::Health>,
 }
 
 impl Daemon {
@@ -70,6 +71,11 @@ impl Daemon {
     /// True when it serves HTTPS.
     pub fn tls(&self) -> bool {
         self.tls
+    }
+
+    /// The store's health, for the service's watchdog (it goes hungry when the store is lost).
+    pub fn store_health(&self) -> Arc<store::health::Health> {
+        self.store_health.clone()
     }
 
     /// The clock public links judge expiry by; tests move it forward.
@@ -158,6 +164,7 @@ pub async fn start_with(
     let agent_records = store.read(|r| r.agents()).await?;
     let agent_records = agents::settle_engine_trust(&store, agent_records).await?;
     let app = App::new(config, store, auth, metrics, agent_records);
+    let store_health = app.store().health_handle();
     let interrupted = app.executions().recover_interrupted().await?;
     if interrupted > 0 {
         tracing::warn!(
@@ -217,6 +224,7 @@ pub async fn start_with(
         task,
         link_clock,
         reloader,
+        store_health,
     })
 }
 

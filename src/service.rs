@@ -69,8 +69,14 @@ where
     // and its first tick is immediate.
     notify(&[NotifyState::Ready, NotifyState::Status("serving")]);
     let (drained, drain_done) = tokio::sync::oneshot::channel::<()>();
-    let watchdog = sd_notify::watchdog_enabled()
-        .map(|timeout| tokio::spawn(feed_watchdog(timeout / 2, drain_done)));
+    let watchdog = sd_notify::watchdog_enabled().map(|timeout| {
+        let health = daemon.store_health();
+        let healthy = move || {
+            health.state() != crate::store::health::State::Failed
+                || health.unwritable_for() < Some(STORE_FAILED_GRACE)
+        };
+        tokio::spawn(feed_watchdog(timeout / 2, drain_done, healthy))
+    });
     loop {
         tokio::select! {
             _ = hangup.recv() => reload(&daemon, &load).await,
@@ -124,12 +130,30 @@ where
     }
 }
 
-/// Sends WATCHDOG=1 every `every` while the runtime is alive, until `stopped` resolves.
-async fn feed_watchdog(every: Duration, mut stopped: tokio::sync::oneshot::Receiver<()>) {
+/// How long the store may fail to reopen after an I/O error before the watchdog goes hungry
+/// and systemd restarts the service (a full disk is not such a failure: it is answered).
+const STORE_FAILED_GRACE: Duration = Duration::from_secs(30);
+
+/// Sends WATCHDOG=1 every `every` while the runtime is alive and `healthy` says so, until
+/// `stopped` resolves.
+async fn feed_watchdog(
+    every: Duration,
+    mut stopped: tokio::sync::oneshot::Receiver<()>,
+    healthy: impl Fn() -> bool,
+) {
     let mut ticks = tokio::time::interval(every.max(Duration::from_millis(10)));
+    let mut starving = false;
     loop {
         tokio::select! {
-            _ = ticks.tick() => notify(&[NotifyState::Watchdog]),
+            _ = ticks.tick() => {
+                if healthy() {
+                    starving = false;
+                    notify(&[NotifyState::Watchdog]);
+                } else if !starving {
+                    starving = true;
+                    tracing::error!("the store has not recovered from an I/O error: the watchdog is no longer fed, so systemd restarts the service");
+                }
+            }
             _ = &mut stopped => return,
         }
     }

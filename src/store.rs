@@ -8,6 +8,7 @@ mod accounts;
 mod agents;
 mod backup;
 mod executions;
+pub mod health;
 mod keys;
 mod links;
 mod payments;
@@ -28,7 +29,7 @@ use writer::{Job, WriteJob};
 use redb::{Database, ReadTransaction, ReadableDatabase, ReadableTable, WriteTransaction};
 use serde::{de::DeserializeOwned, Serialize};
 use std::path::{Path, PathBuf};
-use std::sync::{mpsc, Arc};
+use std::sync::{mpsc, Arc, RwLock};
 use std::thread::JoinHandle;
 use tables::*;
 use tokio::sync::oneshot;
@@ -59,13 +60,35 @@ pub enum Error {
     },
     #[error("the store is closed")]
     Closed,
+    #[error("the disk holding the store is full; writes resume by themselves once space is freed")]
+    Full,
+    #[error("the store cannot write after an I/O error; it is reopening its file")]
+    Unavailable,
+}
+
+impl Error {
+    /// True for the errors of the disk itself (full, or an I/O error), which the writer
+    /// answers by refusing writes until it has reopened the file.
+    pub fn is_io(&self) -> bool {
+        matches!(self, Error::Full | Error::Unavailable)
+    }
+}
+
+/// Sorts redb's errors: the disk's own (no space, I/O, redb's "previous I/O error") apart
+/// from the rest.
+fn classify(err: redb::Error) -> Error {
+    match err {
+        redb::Error::Io(io) if health::is_no_space(&io) => Error::Full,
+        redb::Error::Io(_) | redb::Error::PreviousIo => Error::Unavailable,
+        other => Error::Storage(other.to_string()),
+    }
 }
 
 macro_rules! storage_errors {
     ($($t:ty),*) => {$(
         impl From<$t> for Error {
             fn from(err: $t) -> Error {
-                Error::Storage(err.to_string())
+                classify(err.into())
             }
         }
     )*};
@@ -76,8 +99,12 @@ storage_errors!(
     redb::TableError,
     redb::TransactionError,
     redb::CommitError,
-    redb::DatabaseError
+    redb::DatabaseError,
+    redb::SetDurabilityError
 );
+
+/// The open file, or none while it is being reopened after an I/O error.
+type Slot = Arc<RwLock<Option<Arc<Database>>>>;
 
 /// Encodes a value: a version byte, then JSON.
 fn encode<T: Serialize>(value: &T) -> Vec<u8> {
@@ -148,14 +175,17 @@ pub struct Store {
 }
 
 struct Inner {
-    db: Arc<Database>,
+    slot: Slot,
     path: PathBuf,
     writer: Option<mpsc::Sender<Box<dyn WriteJob>>>,
     writer_thread: Option<JoinHandle<()>>,
-    /// The sequence number of the last commit that reached the disk.
-    durable: tokio::sync::watch::Receiver<u64>,
+    /// How far commits have reached the disk.
+    progress: tokio::sync::watch::Receiver<writer::Progress>,
     /// Bumped after every commit: a cache filled at generation g is current while it is g.
     generation: Arc<std::sync::atomic::AtomicU64>,
+    /// The last successful commit, on disk or not.
+    committed: Arc<std::sync::atomic::AtomicU64>,
+    health: Arc<health::Health>,
 }
 
 impl Drop for Inner {
@@ -180,35 +210,49 @@ impl Store {
         let path = crate::data_dir::store_file(data_dir);
         crate::data_dir::make_private(&path)
             .map_err(|err| Error::Storage(format!("creating {}: {err}", path.display())))?;
-        let db = match redb::Builder::new()
-            .set_cache_size(cache_bytes)
-            .create(&path)
-        {
-            Ok(db) => db,
-            Err(redb::DatabaseError::DatabaseAlreadyOpen) => return Err(Error::Locked(path)),
-            Err(err) => return Err(err.into()),
-        };
+        let db = open_file(&path, cache_bytes)?;
         migrate(&db, &path)?;
-        let db = Arc::new(db);
+        let slot: Slot = Arc::new(RwLock::new(Some(Arc::new(db))));
         let (writer, jobs) = mpsc::channel();
-        let (durable_tx, durable) = tokio::sync::watch::channel(0);
+        let (progress_tx, progress) = tokio::sync::watch::channel(writer::Progress::default());
         let generation = Arc::new(std::sync::atomic::AtomicU64::new(0));
-        let writer_generation = generation.clone();
-        let writer_db = db.clone();
+        let committed = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let health = Arc::new(health::Health::new(data_dir));
+        let reopen_path = path.clone();
+        let shared = writer::Shared {
+            slot: slot.clone(),
+            progress: progress_tx,
+            generation: generation.clone(),
+            committed: committed.clone(),
+            health: health.clone(),
+            reopen: Box::new(move || open_file(&reopen_path, cache_bytes)),
+        };
         let writer_thread = std::thread::Builder::new()
             .name("outpost-store-writer".into())
-            .spawn(move || writer::write_loop(&writer_db, &jobs, &durable_tx, &writer_generation))
+            .spawn(move || writer::write_loop(&shared, &jobs))
             .map_err(|err| Error::Storage(format!("starting the writer thread: {err}")))?;
         Ok(Store {
             inner: Arc::new(Inner {
-                db,
+                slot,
                 path,
                 writer: Some(writer),
                 writer_thread: Some(writer_thread),
-                durable,
+                progress,
                 generation,
+                committed,
+                health,
             }),
         })
+    }
+
+    /// Whether the store can write, and what it refused.
+    pub fn health(&self) -> &health::Health {
+        &self.inner.health
+    }
+
+    /// The same, to keep apart from the store (it holds no handle to the file).
+    pub fn health_handle(&self) -> Arc<health::Health> {
+        self.inner.health.clone()
     }
 
     /// The store file.
@@ -249,7 +293,7 @@ impl Store {
         T: Send + 'static,
     {
         let (output, seq) = self.submit(work, false).await?;
-        Ok((output, Durable::new(seq, self.inner.durable.clone())))
+        Ok((output, Durable::new(seq, self.inner.progress.clone())))
     }
 
     async fn submit<T, F>(&self, work: F, durable: bool) -> Result<(T, u64), Error>
@@ -269,13 +313,42 @@ impl Store {
         done.await.map_err(|_| Error::Closed)?
     }
 
-    /// Runs `work` on a read snapshot, on the blocking pool.
+    /// Runs `work` on a read snapshot, on the blocking pool. The snapshot shows only what is
+    /// on disk: a commit not yet carried there is waited for (at most a group commit's
+    /// window and its fsync), so no reader sees what a failed commit could still drop.
     pub async fn read<T, F>(&self, work: F) -> Result<T, Error>
     where
         F: FnOnce(&Reader) -> Result<T, Error> + Send + 'static,
         T: Send + 'static,
     {
-        let db = self.inner.db.clone();
+        let want = self
+            .inner
+            .committed
+            .load(std::sync::atomic::Ordering::SeqCst);
+        let mut progress = self.inner.progress.clone();
+        if !progress.borrow().settled(want) {
+            let settled = progress.wait_for(|p| p.settled(want));
+            match tokio::time::timeout(READ_WAIT, settled).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(_)) => return Err(Error::Closed),
+                Err(_) => return Err(Error::Unavailable),
+            }
+        }
+        self.read_current(work).await
+    }
+
+    /// Runs `work` on a snapshot of every commit made, on disk or not: for the work that
+    /// continues a commit of its own (a turn reading its session's history while its
+    /// admission reaches the disk). What it reads must not reach a client before the
+    /// commit's `Durable` resolves.
+    pub async fn read_current<T, F>(&self, work: F) -> Result<T, Error>
+    where
+        F: FnOnce(&Reader) -> Result<T, Error> + Send + 'static,
+        T: Send + 'static,
+    {
+        let db = crate::sync::read_lock(&self.inner.slot)
+            .clone()
+            .ok_or(Error::Unavailable)?;
         tokio::task::spawn_blocking(move || {
             let reader = Reader {
                 txn: db.begin_read()?,
@@ -284,6 +357,20 @@ impl Store {
         })
         .await
         .map_err(|err| Error::Storage(format!("read task failed: {err}")))?
+    }
+}
+
+/// Longest a read waits for the commits it would see to reach the disk.
+const READ_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+fn open_file(path: &Path, cache_bytes: usize) -> Result<Database, Error> {
+    match redb::Builder::new()
+        .set_cache_size(cache_bytes)
+        .create(path)
+    {
+        Ok(db) => Ok(db),
+        Err(redb::DatabaseError::DatabaseAlreadyOpen) => Err(Error::Locked(path.to_path_buf())),
+        Err(err) => Err(err.into()),
     }
 }
 

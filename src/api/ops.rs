@@ -28,7 +28,9 @@ pub fn healthz() -> ApiResult {
 
 /// `GET /readyz`: the store answers and the agents are loaded.
 pub async fn readyz(app: &App) -> ApiResult {
-    let store_ok = app.store().read(|r| r.schema_version()).await.is_ok();
+    let health = app.store().health().state();
+    let readable = app.store().read(|r| r.schema_version()).await.is_ok();
+    let store_ok = readable && health == crate::store::health::State::Writable;
     let agents = app.agents().all().len();
     let status = if store_ok {
         StatusCode::OK
@@ -37,7 +39,7 @@ pub async fn readyz(app: &App) -> ApiResult {
     };
     Ok(body::json(
         status,
-        &json!({"status": if store_ok { "ready" } else { "not_ready" }, "store": store_ok, "agents": agents}),
+        &json!({"status": if store_ok { "ready" } else { "not_ready" }, "store": store_ok, "store_state": health.as_str(), "agents": agents}),
     ))
 }
 
@@ -49,7 +51,10 @@ pub fn metrics(app: &App, request: &Request<Incoming>, peer: SocketAddr) -> ApiR
     Ok(body::with_type(
         StatusCode::OK,
         "text/plain; version=0.0.4; charset=utf-8",
-        Bytes::from(app.metrics().render()),
+        Bytes::from({
+            store_gauges(app);
+            app.metrics().render()
+        }),
     ))
 }
 
@@ -65,4 +70,22 @@ pub fn openapi() -> ApiResult {
 /// `GET /docs`
 pub fn docs() -> ApiResult {
     Ok(body::page(DOCS_PAGE, DOCS_POLICY))
+}
+
+/// The store's health as gauges, read when the metrics are.
+fn store_gauges(app: &App) {
+    let (store, metrics) = (app.store(), app.metrics());
+    let health = store.health();
+    let counts = health.counts();
+    let writable = health.state() == crate::store::health::State::Writable;
+    metrics.set_gauge("outpost_store_writable".into(), i64::from(writable));
+    metrics.set_gauge("outpost_store_refused_writes".into(), counts.refused as i64);
+    metrics.set_gauge("outpost_store_io_errors".into(), counts.io_errors as i64);
+    metrics.set_gauge("outpost_store_reopened".into(), counts.reopened as i64);
+    if let Some(free) = health.free_bytes() {
+        metrics.set_gauge("outpost_store_free_bytes".into(), free as i64);
+    }
+    if let Ok(file) = std::fs::metadata(store.path()) {
+        metrics.set_gauge("outpost_store_file_bytes".into(), file.len() as i64);
+    }
 }

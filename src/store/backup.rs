@@ -23,7 +23,9 @@ impl Store {
     /// Writes a consistent copy of the store to `target` (a new file; an existing one is
     /// replaced only when the copy is complete).
     pub async fn backup_to(&self, target: &Path) -> Result<Backup, Error> {
-        let db = self.inner.db.clone();
+        let db = crate::sync::read_lock(&self.inner.slot)
+            .clone()
+            .ok_or(Error::Unavailable)?;
         let target = target.to_path_buf();
         tokio::task::spawn_blocking(move || {
             let snapshot = db.begin_read()?;

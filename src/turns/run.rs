@@ -76,7 +76,7 @@ impl Turns {
         let id = session_id.to_string();
         let earlier = self
             .store
-            .read(move |r| {
+            .read_current(move |r| {
                 let mut earlier = r.messages(&id, None, HISTORY_MESSAGES + 1)?;
                 earlier.pop(); // the message of this turn
                 let mut kept = Vec::with_capacity(earlier.len());

@@ -5,6 +5,7 @@ mod authz;
 mod backup;
 mod chat;
 mod cli;
+mod disk_full;
 mod engines;
 mod fuzz_corpus;
 mod hardening;
