@@ -20,7 +20,7 @@ use hyper::header::{HeaderName, AUTHORIZATION, CONTENT_TYPE};
 use hyper::{Request, StatusCode, Uri};
 use std::time::Duration;
 
-/// How long the [`Client::shared`] client waits for a connection.
+/// How long a [`Client::for_config_urls`] client waits for a connection.
 const CONFIG_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Why an outbound request got no usable answer. The texts are the underlying errors' own,
