@@ -127,6 +127,10 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// The store's page cache, in bytes.
     pub store_cache_bytes: usize,
+    /// Free space below which the store refuses writes before they start.
+    pub store_write_reserve_bytes: u64,
+    /// Free space below which `/readyz` warns.
+    pub store_min_free_bytes: u64,
     pub token_ttl: Duration,
     pub login_attempts_per_minute: u32,
     /// Threads of the password hashing pool (each holds 46 MiB while it hashes).
@@ -340,6 +344,18 @@ impl Config {
             tls,
             data_dir: absolute(data_dir),
             store_cache_bytes: within("store.cache_mb", raw.store.cache_mb, bounds::CACHE_MB)?
+                << 20,
+            store_write_reserve_bytes: (within(
+                "store.write_reserve_mb",
+                raw.store.write_reserve_mb,
+                bounds::WRITE_RESERVE_MB,
+            )? as u64)
+                << 20,
+            store_min_free_bytes: (within(
+                "store.min_free_mb",
+                raw.store.min_free_mb,
+                bounds::MIN_FREE_MB,
+            )? as u64)
                 << 20,
             token_ttl: duration_within(
                 "auth.token_ttl",

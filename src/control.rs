@@ -1,7 +1,8 @@
 //! The control socket, `<data_dir>/control.sock` (mode 0600: the daemon's user and root),
 //! through which `outpost backup` gets a consistent copy of the store from the running
-//! daemon, which holds the file. One request per connection: the line `backup`, answered by
-//! `ok <bytes>` and the bytes of the copy, or by `error <message>`.
+//! daemon, which holds the file, and `outpost status` the store's health. One request per
+//! connection: the line `backup`, answered by `ok <bytes>` and the bytes of the copy, or by
+//! `error <message>`; the line `status`, answered by `ok` and `key value` lines.
 
 use crate::shutdown::Shutdown;
 use crate::store::Store;
@@ -45,6 +46,9 @@ async fn answer(stream: UnixStream, store: &Store, data_dir: &Path) -> io::Resul
     let (read, mut write) = stream.into_split();
     let mut line = String::new();
     BufReader::new(read).read_line(&mut line).await?;
+    if line.trim() == "status" {
+        return write.write_all(status(store).as_bytes()).await;
+    }
     if line.trim() != "backup" {
         let message = format!("error unknown request {:?}\n", line.trim());
         return write.write_all(message.as_bytes()).await;
@@ -63,6 +67,47 @@ async fn answer(stream: UnixStream, store: &Store, data_dir: &Path) -> io::Resul
     };
     let _ = tokio::fs::remove_file(&copy).await;
     outcome
+}
+
+/// The store's health as `key value` lines.
+fn status(store: &Store) -> String {
+    let health = store.health();
+    let counts = health.counts();
+    let file_bytes = std::fs::metadata(store.path()).map_or(0, |m| m.len());
+    let mut out = String::from("ok\n");
+    out.push_str(&format!("state {}\n", health.state().as_str()));
+    out.push_str(&format!("file_bytes {file_bytes}\n"));
+    if let Some(free) = health.free_bytes() {
+        out.push_str(&format!("free_bytes {free}\n"));
+    }
+    if let Some(since) = health.unwritable_for() {
+        out.push_str(&format!("unwritable_seconds {}\n", since.as_secs()));
+    }
+    out.push_str(&format!("refused_writes {}\n", counts.refused));
+    out.push_str(&format!("io_errors {}\n", counts.io_errors));
+    out.push_str(&format!("reopened {}\n", counts.reopened));
+    out
+}
+
+/// Asks the daemon serving `data_dir` for its store's health: `key value` pairs, or None
+/// when no daemon answers on the socket.
+pub async fn request_status(data_dir: &Path) -> io::Result<Option<Vec<(String, String)>>> {
+    let Ok(stream) = UnixStream::connect(crate::data_dir::control_socket(data_dir)).await else {
+        return Ok(None);
+    };
+    let (read, mut write) = stream.into_split();
+    write.write_all(b"status\n").await?;
+    let mut text = String::new();
+    BufReader::new(read).read_to_string(&mut text).await?;
+    let mut lines = text.lines();
+    if lines.next() != Some("ok") {
+        return Err(invalid(text.trim()));
+    }
+    let pairs = lines
+        .filter_map(|line| line.split_once(' '))
+        .map(|(key, value)| (key.to_string(), value.to_string()))
+        .collect();
+    Ok(Some(pairs))
 }
 
 async fn send_file(path: &Path, write: &mut (impl AsyncWriteExt + Unpin)) -> io::Result<()> {

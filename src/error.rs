@@ -142,6 +142,8 @@ pub fn turn_failure(execution: &Execution, audience: Audience) -> Option<ApiErro
             },
         )
         .retry_after(5),
+        Failure::DiskFull => ApiError::from(store::Error::Full),
+        Failure::NotStored => ApiError::from(store::Error::Unavailable),
         Failure::EngineFailed | Failure::Cancelled | Failure::Interrupted => return None,
     };
     Some(

@@ -129,8 +129,8 @@ pub async fn start_with(
     data_dir::create_dir(&data_dir)
         .with_context(|| format!("creating the data dir {}", data_dir.display()))?;
     let store = {
-        let (dir, cache) = (data_dir.clone(), config.store_cache_bytes);
-        tokio::task::spawn_blocking(move || store::Store::open_with_cache(&dir, cache))
+        let (dir, options) = (data_dir.clone(), store_options(&config));
+        tokio::task::spawn_blocking(move || store::Store::open_with(&dir, options))
             .await
             .context("opening the store")??
     };
@@ -288,4 +288,12 @@ fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
     socket.set_reuseaddr(true)?;
     socket.bind(addr)?;
     socket.listen(LISTEN_BACKLOG)
+}
+
+/// How the configuration opens the store.
+pub fn store_options(config: &Config) -> store::Options {
+    store::Options {
+        cache_bytes: config.store_cache_bytes,
+        write_reserve_bytes: config.store_write_reserve_bytes,
+    }
 }

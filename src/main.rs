@@ -47,6 +47,8 @@ enum Command {
     Token(TokenCommand),
     /// Write a consistent copy of the store to FILE (through the running daemon, if any).
     Backup { file: PathBuf },
+    /// Say how the store is: whether it writes, its size, the free space beside it.
+    Status,
 }
 
 #[derive(Subcommand)]
@@ -157,6 +159,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::User(command) => runtime.block_on(user(config, command)),
         Command::Token(command) => runtime.block_on(token(config, command)),
         Command::Backup { file } => runtime.block_on(backup(config, file)),
+        Command::Status => runtime.block_on(status(config)),
     }
 }
 
@@ -204,13 +207,87 @@ async fn backup(config: Config, file: PathBuf) -> anyhow::Result<()> {
     Ok(())
 }
 
+async fn status(config: Config) -> anyhow::Result<()> {
+    let mut out = std::io::stdout();
+    let store_file = outpost::data_dir::store_file(&config.data_dir);
+    let answer = outpost::control::request_status(&config.data_dir)
+        .await
+        .context("asking the running daemon")?;
+    let Some(pairs) = answer else {
+        writeln!(
+            out,
+            "daemon       not running (no answer on the control socket)"
+        )?;
+        let size = std::fs::metadata(&store_file).map_or(0, |m| m.len());
+        writeln!(
+            out,
+            "store        {} ({})",
+            store_file.display(),
+            megabytes(size)
+        )?;
+        if let Some(free) = outpost::store::health::free_bytes(&config.data_dir) {
+            writeln!(
+                out,
+                "free space   {} on the data dir's file system",
+                megabytes(free)
+            )?;
+        }
+        return Ok(());
+    };
+    let get = |key: &str| {
+        pairs
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    };
+    let number = |key: &str| get(key).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    writeln!(out, "daemon       running")?;
+    let state = match (get("state"), get("unwritable_seconds")) {
+        (Some("writable"), _) | (None, _) => "writable".to_string(),
+        (Some("full"), since) => format!(
+            "refused: the disk is full (for {} s); free space on it and writes resume",
+            since.unwrap_or("0")
+        ),
+        (Some(other), since) => format!(
+            "refused: {other} after an I/O error (for {} s); see the log",
+            since.unwrap_or("0")
+        ),
+    };
+    writeln!(out, "writes       {state}")?;
+    writeln!(
+        out,
+        "store        {} ({})",
+        store_file.display(),
+        megabytes(number("file_bytes"))
+    )?;
+    if get("free_bytes").is_some() {
+        writeln!(
+            out,
+            "free space   {} on the data dir's file system",
+            megabytes(number("free_bytes"))
+        )?;
+    }
+    writeln!(
+        out,
+        "since start  {} writes refused, {} I/O errors, {} reopenings",
+        number("refused_writes"),
+        number("io_errors"),
+        number("reopened")
+    )?;
+    Ok(())
+}
+
+fn megabytes(bytes: u64) -> String {
+    format!("{:.1} MB", bytes as f64 / 1e6)
+}
+
 /// Opens the store for a command that edits it; a running daemon holds it.
 async fn open_store(config: &Config) -> anyhow::Result<outpost::store::Store> {
     outpost::data_dir::create_dir(&config.data_dir)
         .with_context(|| format!("creating the data dir {}", config.data_dir.display()))?;
-    let (dir, cache) = (config.data_dir.clone(), config.store_cache_bytes);
+    let (dir, options) = (config.data_dir.clone(), outpost::store_options(config));
     let store =
-        tokio::task::spawn_blocking(move || outpost::store::Store::open_with_cache(&dir, cache))
+        tokio::task::spawn_blocking(move || outpost::store::Store::open_with(&dir, options))
             .await??;
     Ok(store)
 }

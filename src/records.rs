@@ -208,6 +208,11 @@ pub enum Failure {
     Cancelled,
     /// The daemon stopped, or died, while it ran.
     Interrupted,
+    /// Its reply could not be stored: the disk is full. Never on disk (the commit that
+    /// would have kept it failed); its caller hears of it instead of a reply.
+    DiskFull,
+    /// Its reply could not be stored after an I/O error; as `DiskFull`, never on disk.
+    NotStored,
 }
 
 impl Failure {
@@ -219,6 +224,8 @@ impl Failure {
             Failure::EngineFailed => "engine failed",
             Failure::Cancelled => "cancelled",
             Failure::Interrupted => "interrupted",
+            Failure::DiskFull => "the disk is full: the reply could not be stored",
+            Failure::NotStored => "the reply could not be stored",
         }
     }
 }

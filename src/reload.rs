@@ -140,6 +140,8 @@ pub fn needs_restart(running: &Config, next: &Config) -> Vec<&'static str> {
     let rest = differing![
         "store.data_dir" => data_dir,
         "store.cache_mb" => store_cache_bytes,
+        "store.write_reserve_mb" => store_write_reserve_bytes,
+        "store.min_free_mb" => store_min_free_bytes,
         "auth.token_ttl" => token_ttl,
         "auth.login_attempts_per_minute" => login_attempts_per_minute,
         "auth.password_hash_threads" => password_hash_threads,

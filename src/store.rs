@@ -157,6 +157,25 @@ fn get_json<T: DeserializeOwned>(
     }
 }
 
+/// How the store is opened.
+#[derive(Clone, Copy, Debug)]
+pub struct Options {
+    /// The page cache (redb's own default is 1 GiB, which an edge box's memory cannot spare;
+    /// the cache grows with use up to this size).
+    pub cache_bytes: usize,
+    /// Free space below which writes are refused before they start.
+    pub write_reserve_bytes: u64,
+}
+
+impl Default for Options {
+    fn default() -> Options {
+        Options {
+            cache_bytes: DEFAULT_CACHE_BYTES,
+            write_reserve_bytes: health::WRITE_RESERVE_BYTES,
+        }
+    }
+}
+
 /// A write transaction as services see it: typed methods per aggregate.
 pub struct Tx<'a> {
     txn: &'a WriteTransaction,
@@ -201,12 +220,15 @@ impl Store {
     /// Opens (or creates) the store file in `data_dir` and migrates it. Blocking: call it at
     /// start-up or from `spawn_blocking`.
     pub fn open(data_dir: &Path) -> Result<Store, Error> {
-        Store::open_with_cache(data_dir, DEFAULT_CACHE_BYTES)
+        Store::open_with(data_dir, Options::default())
     }
 
-    /// Opens the store with a page cache of `cache_bytes` (redb's own default is 1 GiB, which
-    /// an edge box's memory cannot spare; the cache grows with use up to this size).
-    pub fn open_with_cache(data_dir: &Path, cache_bytes: usize) -> Result<Store, Error> {
+    /// Opens the store with these options.
+    pub fn open_with(data_dir: &Path, options: Options) -> Result<Store, Error> {
+        let Options {
+            cache_bytes,
+            write_reserve_bytes,
+        } = options;
         let path = crate::data_dir::store_file(data_dir);
         crate::data_dir::make_private(&path)
             .map_err(|err| Error::Storage(format!("creating {}: {err}", path.display())))?;
@@ -217,7 +239,7 @@ impl Store {
         let (progress_tx, progress) = tokio::sync::watch::channel(writer::Progress::default());
         let generation = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let committed = Arc::new(std::sync::atomic::AtomicU64::new(0));
-        let health = Arc::new(health::Health::new(data_dir));
+        let health = Arc::new(health::Health::new(data_dir, write_reserve_bytes));
         let reopen_path = path.clone();
         let shared = writer::Shared {
             slot: slot.clone(),

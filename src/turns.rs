@@ -240,7 +240,13 @@ impl Turns {
             .await;
         // The engine starts while the admission reaches the disk; the caller hears of the
         // turn only once it has (for a quick engine, the final commit takes both at once).
-        on_disk.wait().await?;
+        if let Err(err) = on_disk.wait().await {
+            // A failed commit dropped the admission: the run stores nothing of itself (its
+            // record is not there); stop it and answer once it has given the session back.
+            live.stop(crate::executions::StopReason::Shutdown);
+            live.finished().await;
+            return Err(err.into());
+        }
         Ok(Started::Live {
             live,
             execution_id,

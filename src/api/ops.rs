@@ -32,6 +32,16 @@ pub async fn readyz(app: &App) -> ApiResult {
     let readable = app.store().read(|r| r.schema_version()).await.is_ok();
     let store_ok = readable && health == crate::store::health::State::Writable;
     let agents = app.agents().all().len();
+    let min_free = app.config().store_min_free_bytes;
+    let free = app.store().health().free_bytes();
+    let mut warnings = Vec::new();
+    if let Some(free) = free.filter(|free| *free < min_free) {
+        warnings.push(format!(
+            "the data dir's file system has {} MiB free, below store.min_free_mb ({} MiB)",
+            free >> 20,
+            min_free >> 20
+        ));
+    }
     let status = if store_ok {
         StatusCode::OK
     } else {
@@ -39,7 +49,7 @@ pub async fn readyz(app: &App) -> ApiResult {
     };
     Ok(body::json(
         status,
-        &json!({"status": if store_ok { "ready" } else { "not_ready" }, "store": store_ok, "store_state": health.as_str(), "agents": agents}),
+        &json!({"status": if store_ok { "ready" } else { "not_ready" }, "store": store_ok, "store_state": health.as_str(), "store_free_bytes": free, "warnings": warnings, "agents": agents}),
     ))
 }
 

@@ -77,6 +77,10 @@ pub const HEADER_TIMEOUT_SECONDS: Range = Range::new(1, 3_600);
 pub const SHUTDOWN_TIMEOUT_SECONDS: Range = Range::new(0, 3_600);
 /// `store.cache_mb` (64 GiB at most).
 pub const CACHE_MB: Range = Range::new(1, 65_536);
+/// `store.write_reserve_mb` (0: write until the disk itself refuses).
+pub const WRITE_RESERVE_MB: Range = Range::new(0, 65_536);
+/// `store.min_free_mb` (0: never warn).
+pub const MIN_FREE_MB: Range = Range::new(0, 1_048_576);
 /// `auth.token_ttl`, in seconds (a year and a day at most).
 pub const TOKEN_TTL_SECONDS: Range = Range::new(1, 366 * 86_400);
 /// `auth.login_attempts_per_minute`.

@@ -130,6 +130,8 @@ impl Default for RawTls {
 pub struct RawStore {
     pub data_dir: String,
     pub cache_mb: usize,
+    pub write_reserve_mb: usize,
+    pub min_free_mb: usize,
 }
 
 impl Default for RawStore {
@@ -137,6 +139,8 @@ impl Default for RawStore {
         RawStore {
             data_dir: "./outpost-data".into(),
             cache_mb: 32,
+            write_reserve_mb: 2,
+            min_free_mb: 64,
         }
     }
 }

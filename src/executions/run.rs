@@ -111,7 +111,12 @@ async fn flush(executions: &Executions, live: &Live) {
     let n = batch.len();
     let written = executions
         .store()
-        .write(move |tx| tx.append_events(&id, first as u32, &batch))
+        .write(move |tx| {
+            if tx.has_execution(&id)? {
+                tx.append_events(&id, first as u32, &batch)?;
+            }
+            Ok(())
+        })
         .await;
     match written {
         Ok(()) => live.lock().persisted = first + n,
@@ -251,6 +256,11 @@ pub(super) async fn drive(executions: &Executions, live: &Arc<Live>, spec: RunSp
     let committed = executions
         .store()
         .write(move |tx| {
+            if !tx.has_execution(&final_record.id)? {
+                // Its admission never reached the disk (a failed commit dropped it): nothing
+                // of it is kept. Not an error of this job: that would abort its whole batch.
+                return Ok(false);
+            }
             tx.append_events(&final_record.id, first, &rest)?;
             tx.put_execution(&final_record)?;
             finish(
@@ -259,12 +269,21 @@ pub(super) async fn drive(executions: &Executions, live: &Arc<Live>, spec: RunSp
                     execution: &final_record,
                     resume: resume.as_deref(),
                 },
-            )
+            )?;
+            Ok(true)
         })
-        .await;
+        .await
+        .and_then(|kept| kept.then_some(()).ok_or(store::Error::Unavailable));
     if let Err(err) = committed {
-        // The record stays `running` in the store and is marked interrupted at next start.
+        // The record stays `running` in the store and is marked interrupted at next start;
+        // the caller hears that the reply was not kept, never that it was.
         tracing::error!(cause = %err, execution_id = %execution.id, "finishing an execution failed");
+        let failure = match err {
+            crate::store::Error::Full => Failure::DiskFull,
+            _ => Failure::NotStored,
+        };
+        execution.error = None;
+        failed(&mut execution, &produced, failure);
     }
     executions
         .metrics()

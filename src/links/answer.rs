@@ -84,7 +84,11 @@ pub fn visitor_answer(execution: &Execution) -> Value {
     let error = execution.why_failed().map(|failure| match failure {
         Failure::Cancelled => CANCELLED,
         Failure::Timeout => TIMED_OUT,
-        Failure::EngineUnavailable | Failure::EngineFailed | Failure::Interrupted => FAILED,
+        Failure::EngineUnavailable
+        | Failure::EngineFailed
+        | Failure::Interrupted
+        | Failure::DiskFull
+        | Failure::NotStored => FAILED,
     });
     if let Some(error) = error {
         answer["error"] = json!(error);

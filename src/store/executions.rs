@@ -91,6 +91,12 @@ impl Tx<'_> {
         get_json(&self.txn.open_table(EXECUTIONS)?, "executions", id)
     }
 
+    /// True when the execution is stored: a run whose admission a failed commit dropped finds
+    /// none, and stores nothing more of itself.
+    pub fn has_execution(&self, id: &str) -> Result<bool, Error> {
+        Ok(self.txn.open_table(EXECUTIONS)?.get(id)?.is_some())
+    }
+
     /// Every execution still queued or running that can be read, oldest first.
     pub fn unfinished_executions(&self) -> Result<Vec<Execution>, Error> {
         let unfinished = self.txn.open_table(UNFINISHED)?;

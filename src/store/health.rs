@@ -8,8 +8,9 @@ use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::Mutex;
 use std::time::Instant;
 
-/// Free space the writer keeps in hand: below it, writes are refused before they start, so
-/// redb does not meet the end of the disk in the middle of a commit.
+/// Free space the writer keeps in hand unless configured (`[store] write_reserve_mb`): below
+/// it, writes are refused before they start, so redb does not meet the end of the disk in
+/// the middle of a commit.
 pub const WRITE_RESERVE_BYTES: u64 = 2 << 20;
 
 /// What the store can do now.
@@ -35,6 +36,7 @@ impl State {
 /// The store's health, shared by the writer and every handle.
 pub struct Health {
     dir: PathBuf,
+    reserve: u64,
     state: AtomicU8,
     /// Since when the state is not `Writable`.
     since: Mutex<Option<Instant>>,
@@ -55,9 +57,10 @@ pub struct Counts {
 }
 
 impl Health {
-    pub(super) fn new(dir: &Path) -> Health {
+    pub(super) fn new(dir: &Path, reserve: u64) -> Health {
         Health {
             dir: dir.to_path_buf(),
+            reserve,
             state: AtomicU8::new(0),
             since: Mutex::new(None),
             refused: AtomicU64::new(0),
@@ -94,8 +97,7 @@ impl Health {
 
     /// True when a commit may start: enough free space (or none could be measured).
     pub(super) fn room_to_write(&self) -> bool {
-        self.free_bytes()
-            .is_none_or(|free| free >= WRITE_RESERVE_BYTES)
+        self.reserve == 0 || self.free_bytes().is_none_or(|free| free >= self.reserve)
     }
 
     pub(super) fn refused(&self, jobs: usize) {
@@ -134,7 +136,8 @@ impl Health {
     }
 }
 
-fn free_bytes(dir: &Path) -> Option<u64> {
+/// Free bytes on the file system of `dir`, for an unprivileged writer.
+pub fn free_bytes(dir: &Path) -> Option<u64> {
     let stat = rustix::fs::statvfs(dir).ok()?;
     Some(stat.f_bavail.saturating_mul(stat.f_frsize))
 }
