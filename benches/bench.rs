@@ -3,7 +3,8 @@
 //!
 //! Progress goes to stderr; stdout gets only the table and how it was run, so the output can
 //! be pasted as is. `BENCH_SECONDS` sets the length of each timed run (default 10);
-//! `BENCH_ONLY=voice` runs only the echo voice rows, `BENCH_ONLY=speech` only the voice turns
+//! `BENCH_ONLY=voice` runs only the echo voice rows, `BENCH_ONLY=storage` only the bytes a chat
+//! turn stores and writes, `BENCH_ONLY=speech` only the voice turns
 //! through the real speech engines.
 
 #[path = "bench/ceiling.rs"]
@@ -118,6 +119,8 @@ struct Results {
     history: Stats,
     chat: Stats,
     sequential: Stats,
+    /// Store file growth and bytes written per ~45-word sequential turn.
+    bytes_per_turn: BytesPerTurn,
     rss_idle_kib: u64,
     rss_load_kib: u64,
     rss_before_chat_kib: u64,
@@ -147,8 +150,11 @@ async fn run() -> anyhow::Result<String> {
         Err(_) | Ok("") => {}
         Ok("voice") => return voice_only(seconds).await,
         Ok("speech") => return speech_only().await,
+        Ok("storage") => return storage_only().await,
         Ok(other) => {
-            anyhow::bail!("BENCH_ONLY={other:?}: the filters are \"voice\" and \"speech\"")
+            anyhow::bail!(
+                "BENCH_ONLY={other:?}: the filters are \"voice\", \"speech\" and \"storage\""
+            )
         }
     }
     let usernames: Vec<String> = (1..=CONNECTIONS).map(|i| format!("bench-{i:02}")).collect();
@@ -200,6 +206,20 @@ async fn voice_only(seconds: u64) -> anyhow::Result<String> {
         std::thread::available_parallelism().map_or(0, |n| n.get())
     ));
     out.push_str(&voice::notes(&results));
+    Ok(out)
+}
+
+/// `BENCH_ONLY=storage`: what a chat turn stores and writes, alone.
+async fn storage_only() -> anyhow::Result<String> {
+    let bytes = bytes_per_turn().await?;
+    let mut out = report::table(&render::storage_rows(&bytes));
+    out.push_str(&format!(
+        "\nRun: `BENCH_ONLY=storage cargo bench --bench outpost-bench` (release profile), \
+         outpost {}: {} sequential durable turns of a 45-word message to the echo agent on a \
+         fresh daemon with an empty store.\n",
+        env!("CARGO_PKG_VERSION"),
+        bytes.turns
+    ));
     Ok(out)
 }
 
@@ -260,6 +280,7 @@ async fn measure(
     let (chat, rss_before_chat_kib, rss_load_kib) =
         chat_throughput(daemon, &plan, &admin, usernames).await?;
     let sequential = sequential_turns(daemon, &admin).await?;
+    let bytes_per_turn = bytes_per_turn().await?;
     let paid_turns = paid::turns(daemon, &admin, facilitator).await?;
     let tasks = tasks::measure(daemon, &admin, duration).await?;
 
@@ -277,6 +298,7 @@ async fn measure(
         history,
         chat,
         sequential,
+        bytes_per_turn,
         rss_idle_kib,
         rss_load_kib,
         rss_before_chat_kib,
@@ -329,6 +351,72 @@ async fn sequential_turns(daemon: &Daemon, admin: &str) -> anyhow::Result<Stats>
         max_requests_per_connection: Some(SEQUENTIAL_TURNS),
     };
     load::run(daemon.addr, &plan, &[setup::chat_call(admin, &session_id)]).await
+}
+
+/// Turns in the storage run, and their message (45 words, as a person types them).
+const STORAGE_TURNS: u64 = 2_000;
+const STORAGE_MESSAGE: &str =
+    "Could you look over the notes from this morning and tell me which of the three \
+     suppliers answered about the delivery dates, what each of them promised, and whether any \
+     of them asked for a change to the order before Friday, so that I can plan the week";
+
+/// What the store keeps and writes for one chat turn.
+pub struct BytesPerTurn {
+    pub turns: u64,
+    /// Growth of the store file while the daemon runs, per turn.
+    pub store: f64,
+    /// The same after a clean stop.
+    pub stopped: f64,
+    /// Bytes written to disk (`/proc/PID/io` write_bytes), per turn; None without procfs.
+    pub written: Option<f64>,
+}
+
+/// [`STORAGE_TURNS`] sequential durable turns of [`STORAGE_MESSAGE`] on a daemon of their
+/// own with an empty store (a store with free pages would grow by nothing).
+async fn bytes_per_turn() -> anyhow::Result<BytesPerTurn> {
+    progress("storage per turn: a fresh daemon, sequential turns of 45 words");
+    let mut daemon = Daemon::start_with("").await?;
+    let store_before = daemon.store_bytes();
+    let measured = storage_turns(&daemon).await;
+    if measured.is_err() {
+        progress(&format!("daemon log:\n{}", daemon.log_tail()));
+    }
+    daemon.stop_in_place().await?;
+    let mut measured = measured?;
+    measured.stopped =
+        daemon.store_bytes().saturating_sub(store_before) as f64 / measured.turns as f64;
+    Ok(measured)
+}
+
+async fn storage_turns(daemon: &Daemon) -> anyhow::Result<BytesPerTurn> {
+    let mut conn = Conn::connect(daemon.addr).await?;
+    let admin = &setup::login(&mut conn).await?;
+    let session_id = setup::turn(&mut conn, admin, "storage bench", None).await?;
+    let body = serde_json::json!({"message": STORAGE_MESSAGE, "session_id": session_id});
+    let call = Call::post(setup::CHAT, Some(admin), &body);
+    let (store_before, written_before) = (daemon.store_bytes(), daemon.written_bytes());
+    let plan = Plan {
+        connections: 1,
+        duration: SEQUENTIAL_LIMIT,
+        max_requests_per_connection: Some(STORAGE_TURNS),
+    };
+    let stats = load::run(daemon.addr, &plan, &[call]).await?;
+    anyhow::ensure!(
+        stats.ok == STORAGE_TURNS,
+        "{} storage turns failed",
+        stats.errors
+    );
+    let turns = stats.ok as f64;
+    let store = daemon.store_bytes().saturating_sub(store_before) as f64 / turns;
+    let written = written_before
+        .zip(daemon.written_bytes())
+        .map(|(before, after)| after.saturating_sub(before) as f64 / turns);
+    Ok(BytesPerTurn {
+        turns: stats.ok,
+        store,
+        stopped: 0.0,
+        written,
+    })
 }
 
 /// Fetches a list once, checks it holds `expected` items under `key`, returns the body size.

@@ -148,6 +148,14 @@ impl Daemon {
         status_field(self.pid(), "Threads:")
     }
 
+    /// Bytes the daemon has caused to be written to storage (`write_bytes` of
+    /// `/proc/PID/io`), if it is still running.
+    pub fn written_bytes(&self) -> Option<u64> {
+        let io = std::fs::read_to_string(format!("/proc/{}/io", self.pid())).ok()?;
+        let line = io.lines().find(|l| l.starts_with("write_bytes:"))?;
+        line.split_whitespace().nth(1)?.parse().ok()
+    }
+
     /// The size of the daemon's store file in bytes.
     pub fn store_bytes(&self) -> u64 {
         let path = self
@@ -160,6 +168,11 @@ impl Daemon {
 
     /// Stops the daemon with SIGTERM, waits for it, and removes the temp dir.
     pub async fn stop(mut self) -> anyhow::Result<()> {
+        self.terminate().await
+    }
+
+    /// Stops the daemon cleanly and keeps its files until it is dropped.
+    pub async fn stop_in_place(&mut self) -> anyhow::Result<()> {
         self.terminate().await
     }
 

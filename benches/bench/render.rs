@@ -56,6 +56,8 @@ pub fn render(results: &Results, seconds: u64, pid: u32) -> String {
             && seq.percentile(99.0) <= Duration::from_millis(5),
     );
 
+    let [store_row, written_row] = storage_rows(&results.bytes_per_turn);
+
     let mut rss_idle = Row::named("RSS idle (after start and login)");
     rss_idle.rate = megabytes(results.rss_idle_kib);
     rss_idle.target = "≤ 15 MB".into();
@@ -98,6 +100,8 @@ pub fn render(results: &Results, seconds: u64, pid: u32) -> String {
         history,
         chat,
         sequential,
+        store_row,
+        written_row,
         rss_idle,
         rss_load,
         accepted,
@@ -272,4 +276,26 @@ pub fn voice_real_note(outcome: &Outcome) -> String {
 /// A voice latency in seconds (the daemon reports whole milliseconds).
 fn seconds(latency: Duration) -> String {
     format!("{:.3} s", latency.as_secs_f64())
+}
+
+/// The two storage rows: store file growth and bytes written per 45-word turn.
+pub fn storage_rows(bytes: &crate::BytesPerTurn) -> [Row; 2] {
+    let mut store = Row::named(format!(
+        "store file per 45-word turn ({} turns, fresh store; running / stopped)",
+        report::grouped(bytes.turns)
+    ));
+    store.rate = format!(
+        "{:.1} KB / {:.1} KB",
+        bytes.store / 1000.0,
+        bytes.stopped / 1000.0
+    );
+    store.target = "≤ 1.5 KB".into();
+    store.met = Some(bytes.store.max(bytes.stopped) <= 1_500.0);
+    let mut written = Row::named("written to disk per durable 45-word turn");
+    written.rate = bytes
+        .written
+        .map_or("unmeasured".into(), |w| format!("{:.1} KB", w / 1000.0));
+    written.target = "≤ 24 KB".into();
+    written.met = bytes.written.map(|w| w <= 24_000.0);
+    [store, written]
 }
